@@ -39,7 +39,7 @@ MIN_IMAGE_SIZE = 64
 _SIZE_RANGE = {'plane': (16, 128), 'vehicle': (8, 32), 'storage-tank': (10, 96)}
 _MAX_OBJECTS = 12
 # An object placed on top of another may hide at most this fraction of it: no total occlusion.
-_MAX_HIDDEN = 0.3
+_MAX_HIDDEN = 0.2
 _JPEG_QUALITY = 92
 
 # Grey textures and the ground colour each is tinted with (RGB multipliers).
@@ -240,7 +240,7 @@ def _ground(rng, textures, height, width):
         grey = _bilinear(grey[top:top + crop_h, left:left + crop_w], height, width)
         contrast = rng.uniform(0.7, 1.2)
         grey = (grey - grey.mean()) * contrast + rng.uniform(0.45, 0.65)
-        tint = np.asarray(_TEXTURES[name]) * rng.uniform(0.85, 1.15, size=3) * rng.uniform(1.1, 1.5)
+        tint = np.asarray(_TEXTURES[name]) * rng.uniform(0.92, 1.08, size=3) * rng.uniform(1.1, 1.5)
         layers.append(grey[..., None] * tint)
     coarse = rng.random((4, 4)).astype(np.float32)
     field = _bilinear(coarse, height, width)
