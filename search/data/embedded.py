@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 import numpy as np

@@ -1,0 +1,16 @@
+"""The one exception type for bad user input."""
+
+
+class UsageError(ValueError):
+    """Bad input from the user (command line, space file, dataset, machine).
+
+    ``run.py`` prints it as one line and exits with code 2, before Ray or any training starts.
+    The message names the problem and the fix.
+    """
+
+
+def reject_unknown_options(what: str, options: dict, allowed: set) -> None:
+    """Raise if ``options`` has keys outside ``allowed``: a misspelt option is an error, never dropped."""
+    extra = set(options) - set(allowed)
+    if extra:
+        raise UsageError(f"{what} has no option(s) {sorted(extra)}; allowed: {sorted(allowed) or 'none'}")

@@ -1,0 +1,119 @@
+"""mmcv hooks owned by the search: measure each epoch's cost and report it to Ray Tune.
+
+Hook order within ``after_train_epoch`` (mmcv runs lower priority numbers first):
+``EpochCostHook`` (VERY_HIGH, 10) stops its clock before mmdet's ``EvalHook`` (LOW, 70) evaluates;
+``TuneReportHook`` (80) reports after evaluation and before the logger hooks (VERY_LOW, 90) clear
+the evaluation results from ``runner.log_buffer``.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from mmcv.runner import HOOKS, Hook
+
+EVAL_KEYS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
+REPORT_PRIORITY = 80
+CHECKPOINT_FILE = 'checkpoint.pth'
+_COMPUTE_KEY = 'dyntune_compute_seconds'  # cumulative training seconds, kept in the checkpoint's hook_msgs
+
+
+class _PeakMemory:
+    """Peak resident memory of this process (CPU) or peak allocated CUDA memory, in MiB, over a window."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self) -> None:
+        import torch
+
+        self._cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        if self._cuda:
+            torch.cuda.reset_peak_memory_stats()
+            return
+        import psutil
+
+        process = psutil.Process()
+        self._peak = process.memory_info().rss
+        self._stop.clear()
+
+        def sample():
+            while not self._stop.wait(self.interval):
+                self._peak = max(self._peak, process.memory_info().rss)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> float:
+        if self._cuda:
+            import torch
+
+            return torch.cuda.max_memory_allocated() / 2**20
+        self._stop.set()
+        self._thread.join()
+        return self._peak / 2**20
+
+
+@HOOKS.register_module()
+class EpochCostHook(Hook):
+    """Measure each training epoch's seconds, images per second and peak memory (evaluation excluded)."""
+
+    def __init__(self):
+        self._memory = _PeakMemory()
+        self._metrics: dict[str, float] = {}
+        self._start = 0.0
+
+    def before_train_epoch(self, runner):
+        self._memory.start()
+        self._start = time.perf_counter()
+
+    def after_train_epoch(self, runner):
+        seconds = time.perf_counter() - self._start
+        peak = self._memory.stop()
+        loader = runner.data_loader
+        images = len(loader) * loader.batch_size
+        hook_msgs = runner.meta.setdefault('hook_msgs', {})
+        hook_msgs[_COMPUTE_KEY] = float(hook_msgs.get(_COMPUTE_KEY, 0.0)) + seconds
+        self._metrics = dict(train_seconds=seconds, images_per_second=images / max(seconds, 1e-9),
+                             peak_memory_mb=peak, compute_seconds=hook_msgs[_COMPUTE_KEY])
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return dict(self._metrics)
+
+
+@HOOKS.register_module()
+class TuneReportHook(Hook):
+    """After each epoch's evaluation, report metrics and a checkpoint with ``ray.tune.report``.
+
+    Metrics: the COCO bbox metrics of mmdet's evaluation (0.0 when the model predicted nothing),
+    ``epoch``, ``eta_seconds`` of this trial, and everything returned by ``epoch_metrics()`` of the
+    runner's hooks and model modules (the dyncomponents protocol).
+    """
+
+    def after_train_epoch(self, runner):
+        from ray import tune
+
+        metrics = {key: float(runner.log_buffer.output.get(key, 0.0)) for key in EVAL_KEYS}
+        metrics['epoch'] = runner.epoch + 1
+        for source in [*runner.hooks, *runner.model.modules()]:
+            if source is not self and callable(getattr(source, 'epoch_metrics', None)):
+                metrics.update({k: float(v) for k, v in source.epoch_metrics().items()})
+        done = runner.epoch + 1
+        per_epoch = metrics.get('compute_seconds', 0.0) / max(done, 1)
+        metrics['eta_seconds'] = per_epoch * (runner.max_epochs - done)
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(f'non-finite metrics after epoch {done}: {bad}')
+        folder = Path(tempfile.mkdtemp(prefix='dyntune-ckpt-'))
+        try:
+            runner.save_checkpoint(str(folder), filename_tmpl=CHECKPOINT_FILE, create_symlink=False)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,171 @@
+"""Read a finished (or interrupted) experiment folder into per-trial records, and write the result files.
+
+Files written into ``<experiment>/``: ``trials.csv`` (one row per trial; failures keep their status
+and reason, never a fake score) and ``summary.json``. Everything is read back from what Ray Tune
+stored, so the same code serves a live search, a resumed one and ``search/export.py`` on a folder.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from search.hooks import CHECKPOINT_FILE
+
+SPEC_FILE = 'search_config.yaml'  # the composed search config, written by the driver at the start
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the user sees it in trials.csv."""
+
+    trial_id: str
+    status: str  # completed | stopped (by the scheduler) | failed | running
+    params: dict
+    epochs: int
+    final: float | None
+    best: float | None
+    best_epoch: int | None
+    train_seconds: float
+    total_seconds: float
+    path: str
+    error: str = ''
+    best_checkpoint: str | None = None
+    last_metrics: dict = field(default_factory=dict)
+
+
+def load_records(experiment: Path, metric: str, mode: str) -> list[TrialRecord]:
+    """Records of every trial of the experiment folder, in trial-id order.
+
+    Reads what Ray Tune 2.60 stores: the newest ``experiment_state-*.json`` (trial ids, status,
+    folders, error files) and each trial folder's ``params.json`` and ``result.json``.
+    """
+    records = []
+    for state, metadata in _trial_states(experiment):
+        path = experiment / state['relative_logdir']
+        rows = _result_rows(path / 'result.json')
+        scores = [(r[metric], int(r.get('epoch', i + 1))) for i, r in enumerate(rows) if _finite(r.get(metric))]
+        best, best_epoch = (None, None)
+        if scores:
+            best, best_epoch = (max if mode == 'max' else min)(scores, key=lambda s: s[0])
+        last = rows[-1] if rows else {}
+        error = _error_text(path, metadata)
+        if state['status'] == 'ERROR':
+            status = 'failed'
+        elif state['status'] in ('RUNNING', 'PENDING', 'PAUSED'):
+            status = 'running'
+        else:
+            budget = _trial_budget(path)
+            status = 'completed' if budget is not None and last.get('epoch', 0) >= budget else 'stopped'
+        records.append(TrialRecord(
+            trial_id=state['trial_id'], status=status, params=dict(state.get('config') or {}),
+            epochs=int(last.get('epoch', 0)), final=_finite_or_none(last.get(metric)), best=best,
+            best_epoch=best_epoch, train_seconds=float(last.get('compute_seconds', 0.0)),
+            total_seconds=float(last.get('time_total_s', 0.0)), path=str(path), error=error,
+            best_checkpoint=_best_checkpoint(path, rows, metric, mode),
+            last_metrics={k: v for k, v in last.items() if _finite(v)}))
+    return sorted(records, key=lambda r: r.trial_id)
+
+
+def _trial_states(experiment: Path) -> list[tuple[dict, dict]]:
+    states = sorted(experiment.glob('experiment_state-*.json'), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return []
+    data = json.loads(states[-1].read_text())
+    return [(json.loads(trial), json.loads(meta) if isinstance(meta, str) else meta)
+            for trial, meta in data.get('trial_data', [])]
+
+
+def _result_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut off by a killed driver
+            continue
+    return rows
+
+
+def best_record(records: list[TrialRecord], mode: str) -> TrialRecord | None:
+    scored = [r for r in records if r.best is not None]
+    if not scored:
+        return None
+    return (max if mode == 'max' else min)(scored, key=lambda r: r.best)
+
+
+def write_trials_csv(records: list[TrialRecord], path: Path, metric: str) -> None:
+    param_keys = sorted({k for r in records for k in r.params})
+    extra = sorted({k for r in records for k in r.last_metrics if _is_component_metric(k)})
+    header = ['trial_id', 'status', 'epochs', f'{metric}_final', f'{metric}_best', 'best_epoch', 'train_seconds',
+              'total_seconds', *param_keys, *extra, 'error']
+    with open(path, 'w', newline='') as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for r in records:
+            writer.writerow([r.trial_id, r.status, r.epochs, r.final, r.best, r.best_epoch, round(r.train_seconds, 2),
+                             round(r.total_seconds, 2), *[r.params.get(k) for k in param_keys],
+                             *[r.last_metrics.get(k) for k in extra], r.error])
+
+
+def write_summary(records: list[TrialRecord], path: Path, *, space: str, metric: str, mode: str,
+                  wall_seconds: float, experiment: Path) -> dict:
+    best = best_record(records, mode)
+    summary = dict(
+        space=space, metric=metric, mode=mode, num_trials=len(records),
+        num_failed=sum(r.status == 'failed' for r in records),
+        best=None if best is None else {'trial_id': best.trial_id, 'params': best.params, metric: best.best,
+                                        'epoch': best.best_epoch},
+        wall_seconds=round(wall_seconds, 2),
+        trial_seconds_sum=round(sum(r.train_seconds for r in records), 2),
+        experiment=str(experiment),
+        failures=[{'trial_id': r.trial_id, 'error': r.error} for r in records if r.status == 'failed'],
+    )
+    path.write_text(json.dumps(summary, indent=2, default=str) + '\n')
+    return summary
+
+
+def _best_checkpoint(trial_path: Path, rows: list[dict], metric: str, mode: str) -> str | None:
+    """The kept checkpoint (Tune deletes beyond ``num_to_keep``) of the result with the best ``metric``."""
+    kept = [r for r in rows if isinstance(r.get('checkpoint_dir_name'), str)
+            and (trial_path / r['checkpoint_dir_name'] / CHECKPOINT_FILE).is_file()]
+    if not kept:
+        return None
+    scored = [r for r in kept if _finite(r.get(metric))] or kept
+    pick = (max if mode == 'max' else min)(scored, key=lambda r: r.get(metric, 0.0)) if scored is not kept else kept[-1]
+    return str(trial_path / pick['checkpoint_dir_name'] / CHECKPOINT_FILE)
+
+
+def _trial_budget(trial_path: Path) -> int | None:
+    """The trial's epoch budget, read from the config it trained with."""
+    config = trial_path / 'trial_config.py'
+    if not config.is_file():
+        return None
+    from mmcv import Config
+
+    return int(Config.fromfile(str(config)).runner.max_epochs)
+
+
+def _error_text(trial_path: Path, metadata: dict) -> str:
+    """The last line of the trial's error (the exception and its message), if it failed."""
+    name = metadata.get('error_filename')
+    error_file = trial_path / name if name else trial_path / 'error.txt'
+    if error_file.is_file():
+        lines = [line.strip() for line in error_file.read_text().splitlines() if line.strip()]
+        return lines[-1][:300] if lines else 'failed'
+    return ''
+
+
+def _is_component_metric(key: str) -> bool:
+    return key.split('_', 1)[0] in ('dbf', 'drcnn', 'dhead', 'dyra')
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _finite_or_none(value):
+    return float(value) if _finite(value) else None

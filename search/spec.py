@@ -1,0 +1,239 @@
+"""Turn the composed Hydra config into a validated :class:`SearchSpec`.
+
+Every user error is found here, before Ray starts: unknown names were caught by
+``search.config``; here come ranges, the dataset, the machine, the experiment folder, and a dry
+run that writes the lowest value of every parameter into the trial config and builds the detector.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from search.errors import UsageError
+from search.mmdet_config import build_base_config, build_trial_config, get_path
+from search.space import Distribution, Space, load_space
+
+# What smoke=true changes: a complete search small enough for tests and a first try (docs: README).
+SMOKE = dict(num_samples=2, max_epochs=2, img_scale=[160, 160], num_train=16, num_val=8, min_size=128,
+             max_size=160, warmup_iters=5)
+MAX_EPOCHS_PATH = 'runner.max_epochs'
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What every trial needs: the shared mmdet config and which of its paths are sampled."""
+
+    base_config: dict
+    param_paths: tuple[str, ...]
+    lr_step_fractions: tuple[float, ...]
+    cpus_per_trial: float
+    gpus_per_trial: float
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A validated search: what to sample, how to schedule it, where to write it."""
+
+    space: Space
+    params: dict[str, Distribution]
+    trial: TrialSpec
+    scheduler: dict
+    search_alg: dict
+    num_samples: int
+    max_epochs: int
+    metric: str
+    mode: str
+    seed: int
+    max_concurrent_trials: int | None
+    max_failures: int
+    num_to_keep: int
+    experiment_dir: Path
+    experiment_name: str
+    resume: bool
+    ray: dict
+    smoke: bool
+    config: dict = field(repr=False)
+
+    @property
+    def experiment_path(self) -> Path:
+        return self.experiment_dir / self.experiment_name
+
+
+def build_spec(cfg: DictConfig, *, dry_run: bool = True) -> SearchSpec:
+    """Validate ``cfg`` (from :func:`search.config.compose_config`) and return the search spec."""
+    try:
+        raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as err:  # an unset required value (`???`), e.g. data=coco without data.root
+        raise UsageError(f'missing value: {str(err).splitlines()[0]} (set it on the command line, key=value)') from None
+    smoke = _bool(raw, 'smoke')
+    if smoke:
+        raw['num_samples'] = SMOKE['num_samples']
+        raw['max_epochs'] = SMOKE['max_epochs']
+        raw['train']['img_scale'] = SMOKE['img_scale']
+        raw['train']['warmup_iters'] = SMOKE['warmup_iters']
+    space = load_space(str(raw['space']))
+    params = dict(space.params)
+    if smoke and MAX_EPOCHS_PATH in params:
+        params[MAX_EPOCHS_PATH] = Distribution('choice', (SMOKE['max_epochs'],))
+
+    num_samples = _int(raw, 'num_samples', low=1)
+    max_epochs = _int(raw, 'max_epochs', low=1)
+    if MAX_EPOCHS_PATH in params:
+        if params[MAX_EPOCHS_PATH].low < 1:
+            raise UsageError(f"space {space.name}: {MAX_EPOCHS_PATH} must be >= 1 epoch, got {params[MAX_EPOCHS_PATH].low}")
+        max_epochs = int(params[MAX_EPOCHS_PATH].high)
+    mode = raw['mode']
+    if mode not in ('max', 'min'):
+        raise UsageError(f"mode must be max or min, got '{mode}'")
+    cpus = _number(raw, 'cpus_per_trial', low=0, strict=True)
+    gpus = _number(raw, 'gpus_per_trial', low=0)
+    ray_cfg = dict(raw['ray'])
+    if gpus > 0 and not ray_cfg.get('address'):
+        _require_local_gpu(gpus)
+    train = _check_train(raw['train'])
+    max_concurrent = raw.get('max_concurrent_trials')
+    if max_concurrent is not None:
+        max_concurrent = _int(raw, 'max_concurrent_trials', low=1)
+
+    dataset = _dataset(raw['data'], smoke, seed=_int(raw, 'seed', low=0))
+    base = build_base_config(
+        model=raw['model']['mmdet'], backbone=_backbone(raw['backbone']),
+        neck_in_channels=raw['backbone']['out_channels'], img_norm=raw['backbone'].get('img_norm'),
+        data=dict(classes=dataset.classes, train_ann=dataset.train_ann, val_ann=dataset.val_ann,
+                  img_prefix=dataset.img_prefix),
+        train=train, max_epochs=max_epochs, seed=raw['seed'], device='cuda' if gpus > 0 else 'cpu',
+        space_fragment=space.mmdet)
+    trial = TrialSpec(base_config=base, param_paths=tuple(params), lr_step_fractions=tuple(train['lr_steps']),
+                      cpus_per_trial=cpus, gpus_per_trial=gpus)
+    if dry_run:
+        _dry_run(trial, params)
+
+    exp_dir = Path(str(raw['experiment']['dir'])).expanduser().resolve()
+    name = raw['experiment'].get('name') or f"{space.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    if '/' in str(name) or str(name) in ('.', '..'):
+        raise UsageError(f"experiment.name '{name}' must be a plain folder name (set the parent with experiment.dir)")
+    resume = _bool(raw, 'resume')
+    path = exp_dir / str(name)
+    if resume and not path.is_dir():
+        raise UsageError(f'resume=true but experiment {path} does not exist; check experiment.dir and experiment.name')
+    if not resume and path.exists():
+        raise UsageError(f'experiment {path} already exists: add resume=true to continue it, or pick another experiment.name')
+
+    return SearchSpec(
+        space=space, params=params, trial=trial, scheduler=dict(raw['scheduler']), search_alg=dict(raw['search_alg']),
+        num_samples=num_samples, max_epochs=max_epochs, metric=str(raw['metric']), mode=mode,
+        seed=int(raw['seed']), max_concurrent_trials=max_concurrent, max_failures=_int(raw, 'max_failures', low=0),
+        num_to_keep=_int(raw['checkpoint'], 'num_to_keep', low=1, where='checkpoint.'), experiment_dir=exp_dir,
+        experiment_name=str(name), resume=resume, ray=ray_cfg, smoke=smoke, config=raw)
+
+
+def _dataset(data: dict, smoke: bool, seed: int):
+    from search.data.coco_check import check_dataset
+
+    if data['name'] == 'embedded':
+        from search.data.embedded import ensure_embedded_dataset
+
+        sizes = (dict(num_train=SMOKE['num_train'], num_val=SMOKE['num_val'], min_size=SMOKE['min_size'],
+                      max_size=SMOKE['max_size']) if smoke
+                 else dict(num_train=int(data['num_train']), num_val=int(data['num_val'])))
+        root = data.get('root') or ensure_embedded_dataset(seed=seed, **sizes)
+    else:
+        root = data['root']
+    return check_dataset(root, data['train_ann'], data['val_ann'], data['img_prefix'])
+
+
+def _backbone(backbone: dict) -> dict:
+    module = dict(backbone['mmdet'])
+    checkpoint = backbone.get('checkpoint')
+    if checkpoint:
+        path = Path(str(checkpoint)).expanduser().resolve()
+        if not path.is_file():
+            raise UsageError(f'backbone.checkpoint {path} does not exist')
+        module['init_cfg'] = dict(type='Pretrained', checkpoint=str(path))
+        module.pop('pretrained', None)
+    return module
+
+
+def _check_train(train: dict) -> dict:
+    out = dict(train)
+    for key in ('lr', 'grad_clip'):
+        _number(out, key, low=0, strict=True, where='train.')
+    for key in ('momentum',):
+        value = _number(out, key, low=0, where='train.')
+        if value >= 1:
+            raise UsageError(f'train.momentum must be in [0, 1), got {value}')
+    _number(out, 'weight_decay', low=0, where='train.')
+    _int(out, 'warmup_iters', low=0, where='train.')
+    _int(out, 'batch_size', low=1, where='train.')
+    _int(out, 'workers', low=0, where='train.')
+    scale = out['img_scale']
+    if not (isinstance(scale, list) and len(scale) == 2 and all(isinstance(v, int) and v >= 32 for v in scale)):
+        raise UsageError(f'train.img_scale must be [long, short] whole numbers >= 32, got {scale}')
+    steps = out['lr_steps']
+    if not isinstance(steps, list) or not all(_is_number(f) and 0 < f <= 1 for f in steps):
+        raise UsageError(f'train.lr_steps must be a list of fractions of the budget in (0, 1], got {steps}')
+    return out
+
+
+def _dry_run(trial: TrialSpec, params: dict[str, Distribution]) -> None:
+    """Write each parameter's lowest and highest value into the config and build the detector once."""
+    from mmdet.models import build_detector
+
+    import dyncomponents  # noqa: F401  (registers the plugins)
+
+    for pick in ('low', 'high'):
+        values = {path: _pick(dist, pick) for path, dist in params.items()}
+        cfg = build_trial_config(trial.base_config, values, list(trial.lr_step_fractions))
+        for path in values:
+            get_path(cfg._cfg_dict.to_dict(), path)
+    try:
+        build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
+    except (ValueError, KeyError, TypeError) as err:
+        raise UsageError(f'the detector does not build from this config: {type(err).__name__}: '
+                         f'{str(err).splitlines()[0] if str(err) else ""}') from None
+
+
+def _pick(dist: Distribution, which: str):
+    if dist.kind == 'choice':
+        from search.space import _thaw
+
+        return _thaw(dist.args[0] if which == 'low' else dist.args[-1])
+    return dist.low if which == 'low' else dist.high
+
+
+def _require_local_gpu(gpus: float) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(f'gpus_per_trial={gpus:g} but this machine has no usable GPU: use gpus_per_trial=0, '
+                         'or ray.address=... to run on a cluster with GPUs')
+
+
+def _int(raw: dict, key: str, low: int, where: str = '') -> int:
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UsageError(f'{where}{key} must be a whole number >= {low}, got {value!r}')
+    return value
+
+
+def _number(raw: dict, key: str, low: float, strict: bool = False, where: str = '') -> float:
+    value = raw[key]
+    ok = _is_number(value) and (value > low if strict else value >= low)
+    if not ok:
+        raise UsageError(f"{where}{key} must be a number {'>' if strict else '>='} {low}, got {value!r}")
+    return float(value)
+
+
+def _bool(raw: dict, key: str) -> bool:
+    value = raw[key]
+    if not isinstance(value, bool):
+        raise UsageError(f'{key} must be true or false, got {value!r}')
+    return value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,63 @@
+"""The Ray Tune trainable: one trial = one real mmdet 2.x training run.
+
+``train_trial(config, trial_spec)``: the trial's sampled parameters (``config``, path -> value) are
+written into the shared mmdet config, which is saved as ``trial_config.py`` in the trial folder and
+trained with mmdet's own ``train_detector``; ``TuneReportHook`` reports after every epoch. When Tune
+hands the trial a checkpoint (a retry, a resumed search, a PBT exploit) training resumes from it.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from search.spec import TrialSpec
+
+TRIAL_CONFIG = 'trial_config.py'
+
+
+def train_trial(config: dict, trial_spec: TrialSpec) -> None:
+    import torch
+    from ray import tune
+
+    from search.mmdet_config import build_trial_config
+
+    torch.set_num_threads(max(1, int(trial_spec.cpus_per_trial)))
+    params = {path: config[path] for path in trial_spec.param_paths}
+    cfg = build_trial_config(trial_spec.base_config, params, list(trial_spec.lr_step_fractions))
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    cfg.dump(str(trial_dir / TRIAL_CONFIG))
+    train_mmdet(cfg, work_dir=trial_dir / 'mmdet', checkpoint=tune.get_checkpoint())
+
+
+def train_mmdet(cfg, work_dir: Path, checkpoint=None) -> None:
+    """Train ``cfg`` with mmdet's ``train_detector``, reporting each epoch to Tune, resuming from ``checkpoint``."""
+    from mmdet.apis import set_random_seed, train_detector
+    from mmdet.datasets import build_dataset
+    from mmdet.models import build_detector
+
+    import dyncomponents  # noqa: F401  (registers the plugins)
+    import search.hooks  # noqa: F401  (registers the search's hooks)
+    from search.hooks import CHECKPOINT_FILE, REPORT_PRIORITY
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cfg = cfg.copy()
+    cfg.work_dir = str(work_dir)
+    cfg.checkpoint_config = None  # TuneReportHook checkpoints every epoch into Tune's storage
+    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+        dict(type='EpochCostHook', priority='VERY_HIGH'),
+        dict(type='TuneReportHook', priority=REPORT_PRIORITY),
+    ]
+    if checkpoint is not None:
+        local = work_dir / 'resume_from.pth'
+        with checkpoint.as_directory() as folder:
+            shutil.copyfile(Path(folder) / CHECKPOINT_FILE, local)
+        cfg.resume_from = str(local)
+    set_random_seed(cfg.seed, deterministic=False)
+    model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
+    model.init_weights()
+    datasets = [build_dataset(cfg.data.train)]
+    model.CLASSES = datasets[0].CLASSES
+    train_detector(model, datasets, cfg, distributed=False, validate=True,
+                   timestamp=time.strftime('%Y%m%d_%H%M%S'), meta=dict(seed=cfg.seed))
