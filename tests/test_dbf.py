@@ -302,6 +302,7 @@ def demo_mm_batches(n, size=64, seed=0):
     return batches
 
 
+@pytest.mark.slow
 def test_dbf_real_retinanet_in_mmdataparallel_frozen_epoch_is_bit_identical(tmp_path):
     from mmcv import ConfigDict
     from mmcv.parallel import MMDataParallel
@@ -335,3 +336,70 @@ def test_dbf_real_retinanet_in_mmdataparallel_frozen_epoch_is_bit_identical(tmp_
     assert changed(snapshots[0], snapshots[1], 'bbox_head.')
     # the seed's default BN behaviour: running statistics keep updating while frozen
     assert 'backbone.bn1.running_mean' in changed(snapshots[0], snapshots[1], 'backbone.')
+
+
+# ---------------------------------------------------------------- a short real training with mmdet's train_detector
+
+def small_coco_subset(root, tmp_path, n_images):
+    """Write an annotation file with the first ``n_images`` train images (into tmp_path, never the repo)."""
+    import json
+
+    coco = json.loads((root / 'annotations' / 'train.json').read_text())
+    images = coco['images'][:n_images]
+    keep = {im['id'] for im in images}
+    coco = dict(coco, images=images, annotations=[a for a in coco['annotations'] if a['image_id'] in keep])
+    path = tmp_path / 'train_subset.json'
+    path.write_text(json.dumps(coco))
+    return path, tuple(c['name'] for c in coco['categories'])
+
+
+@pytest.mark.slow
+def test_dbf_short_real_training_on_bccd_freezes_on_scheduled_epochs(shared_dataset, tmp_path):
+    from mmcv import Config
+    from mmdet.apis import train_detector
+    from mmdet.datasets import build_dataset
+    from mmdet.models import build_detector
+
+    root = shared_dataset('bccd')
+    ann, classes = small_coco_subset(root, tmp_path, 8)
+    norm = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
+                dict(type='Resize', img_scale=(128, 96), keep_ratio=True), dict(type='RandomFlip', flip_ratio=0.0),
+                dict(type='Normalize', **norm), dict(type='Pad', size_divisor=32), dict(type='DefaultFormatBundle'),
+                dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels'])]
+    snapshots = []
+
+    class Snap(Hook):
+        def after_train_epoch(self, runner):
+            snapshots.append({k: v.clone() for k, v in runner.model.module.state_dict().items()})
+
+    train = dict(type='CocoDataset', ann_file=str(ann), img_prefix=str(root / 'images') + '/', classes=classes,
+                 pipeline=pipeline)
+    cfg = Config(dict(
+        model=retinanet_r18(len(classes)),
+        data=dict(samples_per_gpu=2, workers_per_gpu=0, train=train, val=train, test=train),  # unused: validate=False
+        optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4),
+        optimizer_config=dict(grad_clip=dict(max_norm=35, norm_type=2)), lr_config=None,
+        runner=dict(type='EpochBasedRunner', max_epochs=3), checkpoint_config=dict(interval=1),
+        log_config=dict(interval=50, hooks=[]), log_level='WARNING', workflow=[('train', 1)],
+        custom_imports=dict(imports=['dyncomponents'], allow_failed_imports=False),
+        custom_hooks=[dict(type='DynamicBackboneFreezingHook', schedule=dict(type='StepFreezeSchedule', rho=2))],
+        work_dir=str(tmp_path / 'work'), gpu_ids=[0], device='cpu', seed=0, resume_from=None, load_from=None))
+    torch.manual_seed(0)
+    model = build_detector(cfg.model)
+    dataset = build_dataset(cfg.data.train)
+    model.CLASSES = dataset.CLASSES
+    cfg.custom_hooks.append(Snap())  # registered after the DBF hook, same priority
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    train_detector(model, [dataset], cfg, distributed=False, validate=False)
+
+    weights = [k for k, _ in model.backbone.named_parameters(prefix='backbone')]
+    heads = [k for k, _ in model.bbox_head.named_parameters(prefix='bbox_head')]
+    before = [start] + snapshots[:-1]
+    moved = [[k for k in weights if not torch.equal(a[k], b[k])] for a, b in zip(before, snapshots)]
+    assert [len(m) == len(weights) for m in moved] == [True, False, True]  # epochs 0 and 2 train
+    assert moved[1] == []  # epoch 1 frozen: every backbone weight bit-identical
+    assert all(any(not torch.equal(a[k], b[k]) for k in heads) for a, b in zip(before, snapshots))
+    meta = torch.load(tmp_path / 'work' / 'epoch_3.pth', map_location='cpu', weights_only=False)['meta']
+    assert meta['hook_msgs']['dbf_trained_epochs'] == pytest.approx(2.0)
+    assert meta['hook_msgs']['dbf_seen_epochs'] == pytest.approx(3.0)
