@@ -99,7 +99,8 @@ def build_spec(cfg: DictConfig, *, dry_run: bool = True) -> SearchSpec:
     if max_concurrent is not None:
         max_concurrent = _int(raw, 'max_concurrent_trials', low=1)
 
-    dataset = _dataset(raw['data'], smoke, seed=_int(raw, 'seed', low=0))
+    _int(raw, 'seed', low=0)
+    dataset = _dataset(raw['data'], smoke)
     base = build_base_config(
         model=raw['model']['mmdet'], backbone=_backbone(raw['backbone']),
         neck_in_channels=raw['backbone']['out_channels'], img_norm=raw['backbone'].get('img_norm'),
@@ -131,7 +132,7 @@ def build_spec(cfg: DictConfig, *, dry_run: bool = True) -> SearchSpec:
         experiment_name=str(name), resume=resume, ray=ray_cfg, smoke=smoke, config=raw)
 
 
-def _dataset(data: dict, smoke: bool, seed: int):
+def _dataset(data: dict, smoke: bool):
     from search.data.coco_check import check_dataset
 
     if data['name'] == 'embedded':
@@ -140,7 +141,7 @@ def _dataset(data: dict, smoke: bool, seed: int):
         sizes = (dict(num_train=SMOKE['num_train'], num_val=SMOKE['num_val'], min_size=SMOKE['min_size'],
                       max_size=SMOKE['max_size']) if smoke
                  else dict(num_train=int(data['num_train']), num_val=int(data['num_val'])))
-        root = data.get('root') or ensure_embedded_dataset(seed=seed, **sizes)
+        root = data.get('root') or ensure_embedded_dataset(seed=int(data['seed']), **sizes)
     else:
         root = data['root']
     return check_dataset(root, data['train_ann'], data['val_ann'], data['img_prefix'])

@@ -19,3 +19,26 @@ def shared_dataset():
         return root
 
     return _get
+
+
+@pytest.fixture(scope='session')
+def ray_session():
+    """One local Ray runtime for the whole test session, on loopback, without the dashboard."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address='127.0.0.1', log_to_driver=False,
+                 configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def run_search_for_test(overrides, tmp_path):
+    """Compose, validate and run a search into ``tmp_path``; return (spec, summary)."""
+    from search.config import compose_config
+    from search.driver import run_search
+    from search.spec import build_spec
+
+    cfg = compose_config([*overrides, f'experiment.dir={tmp_path}', 'ray.verbose=0'])
+    spec = build_spec(cfg)
+    return spec, run_search(spec)
