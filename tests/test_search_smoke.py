@@ -29,7 +29,10 @@ def test_summary_and_trials_csv(smoke_experiment):
     assert json.loads((folder / 'summary.json').read_text()) == json.loads(json.dumps(summary, default=str))
     lines = (folder / 'trials.csv').read_text().splitlines()
     assert lines[0].startswith('trial_id,status,epochs,bbox_mAP_final,bbox_mAP_best')
-    assert len(lines) == 3 and all(',completed,2,' in line for line in lines[1:])
+    statuses = [line.split(',')[1] for line in lines[1:]]
+    assert len(statuses) == 2 and 'completed' in statuses and set(statuses) <= {'completed', 'stopped'}
+    # ASHA may stop the worse trial at its first rung; the better one reaches the full budget.
+    assert any(',completed,2,' in line for line in lines[1:])
 
 
 def test_every_epoch_reports_the_metrics_with_a_checkpoint(smoke_experiment):
@@ -38,12 +41,12 @@ def test_every_epoch_reports_the_metrics_with_a_checkpoint(smoke_experiment):
     assert len(trial_dirs) == 2
     for trial_dir in trial_dirs:
         rows = _rows(trial_dir)
-        assert [r['epoch'] for r in rows] == [1, 2]
+        assert [r['epoch'] for r in rows] == list(range(1, len(rows) + 1))
         for row in rows:
             assert set(REPORTED) <= set(row)
             assert row['train_seconds'] > 0 and row['images_per_second'] > 0 and row['peak_memory_mb'] > 100
             assert row['checkpoint_dir_name']
-        assert rows[1]['compute_seconds'] == pytest.approx(rows[0]['train_seconds'] + rows[1]['train_seconds'])
+        assert rows[-1]['compute_seconds'] == pytest.approx(sum(r['train_seconds'] for r in rows))
 
 
 def test_each_sampled_parameter_is_in_the_config_the_trial_trained_with(smoke_experiment):
