@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=.venv
+VENV="$PWD/.venv"   # absolute: the mmcv build runs in another folder
 PY=$VENV/bin/python
 STAMP=$VENV/.dyntune-setup
 WANT="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
@@ -58,7 +58,8 @@ if ! mmcv_ok; then
     mkdir -p "$CACHE"
     # --no-build-isolation: an isolated build has no torch and silently skips the ops.
     (cd "$BUILD"/mmcv-full-1.7.2 && MAX_JOBS=$JOBS MMCV_WITH_OPS=1 "$PY" -m pip wheel -v --no-build-isolation --no-deps -w "$BUILD/wheel" . 2>&1) \
-      | tee "$BUILD/build.log" | grep --line-buffered -oE '^\[[0-9]+/[0-9]+\]' | awk '{printf "\rsetup: compiling mmcv ops %s", $1; fflush()} END {print ""}'
+      | tee "$BUILD/build.log" | { grep --line-buffered -oE '^\s*\[[0-9]+/[0-9]+\]' || true; } \
+      | awk '{printf "\rsetup: compiling mmcv ops %s", $1; fflush()} END {print ""}'
     BUILT=$(ls "$BUILD"/wheel/mmcv_full-1.7.2-*.whl 2>/dev/null | head -n1 || true)
     if [ -z "$BUILT" ]; then
       echo "setup: error: the mmcv-full build failed; the log is $BUILD/build.log" >&2
