@@ -40,7 +40,8 @@ class DynamicResizer(nn.Module):
         balance (bool): Whether to use the balance loss on gamma. Default: True.
         gamma_init (float): Initial gamma, the scale of what counts as "small" (boxes below
             ``(187 sqrt(gamma / 6.8))^2`` px^2 get targets above 1). The balance loss pulls it into
-            [6.8, 17.3] (6.8 when both size groups localise equally). Default: 6.8, the original's ``mean(64^2, 256^2) / mean(32^2, 96^2)``.
+            [6.8, 17.3] (6.8 when both size groups localise equally). Default: 6.8, the
+            original's ``mean(64^2, 256^2) / mean(32^2, 96^2)``.
         embed_dims (int): Width d of the transformer. Default: 15.
         num_heads (int): Attention heads; must divide ``embed_dims``. Default: 5.
         num_layers (int): Transformer layers. Default: 3.
