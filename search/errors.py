@@ -8,6 +8,10 @@ class UsageError(ValueError):
     The message names the problem and the fix.
     """
 
+    def __init__(self, message: str):
+        # One line whatever the message quotes (a key, a file name with a newline in it).
+        super().__init__(' '.join(str(message).splitlines()))
+
 
 def reject_unknown_options(what: str, options: dict, allowed: set) -> None:
     """Raise if ``options`` has keys outside ``allowed``: a misspelt option is an error, never dropped."""

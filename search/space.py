@@ -64,7 +64,7 @@ def load_space(name: str) -> Space:
     path = SPACES_DIR / f'{name}.yaml'
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
         raise UsageError(f'space file {path} is not valid YAML: {_first_line(err)}') from None
     if not isinstance(raw, dict):
         raise UsageError(f'space file {path} must be a mapping with keys {sorted(SPACE_KEYS)}')
@@ -129,7 +129,12 @@ def to_tune(dist: Distribution, grid: bool = False):
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _freeze(value):

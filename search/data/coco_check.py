@@ -30,6 +30,10 @@ class DatasetInfo:
 
 def check_dataset(root, train_ann: str, val_ann: str, img_prefix: str, decode_images: bool = True) -> DatasetInfo:
     """Check ``root``'s train and val annotation files and images; return their :class:`DatasetInfo`."""
+    for key, value in (('data.root', root), ('data.train_ann', train_ann), ('data.val_ann', val_ann),
+                       ('data.img_prefix', img_prefix)):
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise UsageError(f'{key} must be a path, got {_short(value)}')
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UsageError(f'dataset folder {root} does not exist: set data.root=PATH to a folder with '
@@ -53,7 +57,8 @@ def check_annotation_file(path: Path, images_dir: Path, decode_images: bool = Tr
         raise UsageError(f'annotation file {path} does not exist: set data.train_ann / data.val_ann')
     try:
         coco = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    # ValueError also covers bad UTF-8 and integers too long to convert; RecursionError, nesting too deep.
+    except (ValueError, RecursionError) as err:
         raise UsageError(f'{path} is not valid JSON ({err}); export the annotations as COCO JSON') from None
     if not isinstance(coco, dict):
         raise UsageError(f'{path}: a COCO file is a JSON object with images, annotations and categories')
@@ -95,7 +100,7 @@ def _check_images(path: Path, images: list, images_dir: Path, decode: bool) -> d
         if img['id'] in sizes:
             raise UsageError(f"{path}: image id {img['id']} appears twice")
         file = images_dir / img['file_name']
-        if not file.is_file():
+        if not _is_file(file):
             raise UsageError(f"{path}: image {img['id']} file {file} does not exist; check data.img_prefix")
         if decode:
             _check_decodes(path, img, file)
@@ -104,13 +109,13 @@ def _check_images(path: Path, images: list, images_dir: Path, decode: bool) -> d
 
 
 def _check_decodes(path: Path, img: dict, file: Path) -> None:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(file) as handle:
             handle.verify()
             width, height = handle.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except Exception as err:  # a corrupt file can fail inside any of PIL's decoders, with any error type
         raise UsageError(f"{path}: image {img['id']} file {file} does not decode ({type(err).__name__})") from None
     if (width, height) != (img['width'], img['height']):
         raise UsageError(f"{path}: image {img['id']} is {width}x{height} on disk but {img['width']}x{img['height']} "
@@ -118,10 +123,15 @@ def _check_decodes(path: Path, img: dict, file: Path) -> None:
 
 
 def _check_annotations(path: Path, annotations: list, sizes: dict, category_ids: set) -> None:
-    boxes = 0
+    seen: set[int] = set()
     for i, ann in enumerate(annotations):
         if not isinstance(ann, dict) or any(k not in ann for k in ANNOTATION_KEYS):
             raise UsageError(f'{path}: annotations[{i}] needs keys {list(ANNOTATION_KEYS)}, got {_short(ann)}')
+        if not all(_is_int(ann[k]) for k in ('id', 'image_id', 'category_id')):
+            raise UsageError(f'{path}: annotations[{i}] needs integer id, image_id and category_id, got {_short(ann)}')
+        if ann['id'] in seen:
+            raise UsageError(f"{path}: annotation id {ann['id']} appears twice; annotation ids must be unique")
+        seen.add(ann['id'])
         if ann['image_id'] not in sizes:
             raise UsageError(f"{path}: annotation {ann['id']} refers to unknown image_id {ann['image_id']}")
         if ann['category_id'] not in category_ids:
@@ -138,8 +148,15 @@ def _check_annotations(path: Path, annotations: list, sizes: dict, category_ids:
         if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
             raise UsageError(f"{path}: annotation {ann['id']} box {bbox} lies outside its {width:g}x{height:g} image "
                              f"{ann['image_id']}; clip or remove it")
-        boxes += 1
-    if boxes == 0:
+        # mmdet's CocoDataset reads 'area' (and silently skips boxes whose area is not positive);
+        # COCO evaluation sorts boxes into small/medium/large by it.
+        area = ann.get('area')
+        if not (_is_number(area) and area > 0):
+            raise UsageError(f"{path}: annotation {ann['id']} needs an 'area' number > 0, got {_short(area)}; "
+                             'set it to the box width * height')
+        if ann.get('iscrowd', 0) not in (0, 1):
+            raise UsageError(f"{path}: annotation {ann['id']} has iscrowd={_short(ann['iscrowd'])}; use 0 or 1")
+    if not seen:
         raise UsageError(f'{path}: no annotations; a detector needs labelled boxes to train and evaluate')
 
 
@@ -148,7 +165,19 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _is_file(file: Path) -> bool:
+    try:
+        return file.is_file()
+    except OSError:  # e.g. a file_name longer than the file system allows
+        return False
 
 
 def _short(value) -> str:
