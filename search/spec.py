@@ -191,11 +191,29 @@ def _dry_run(trial: TrialSpec, params: dict[str, Distribution]) -> None:
         cfg = build_trial_config(trial.base_config, values, list(trial.lr_step_fractions))
         for path in values:
             get_path(cfg._cfg_dict.to_dict(), path)
+        _build_hooks(cfg, pick)
     try:
         build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
     except (ValueError, KeyError, TypeError) as err:
         raise UsageError(f'the detector does not build from this config: {type(err).__name__}: '
                          f'{str(err).splitlines()[0] if str(err) else ""}') from None
+
+
+def _build_hooks(cfg, pick: str) -> None:
+    """Construct the custom hooks, so a schedule value out of its range fails here, not in a trial."""
+    from mmcv.runner import HOOKS
+    from mmcv.utils import build_from_cfg
+
+    import search.hooks  # noqa: F401  (the trials' registry holds the search's hooks too)
+
+    for hook in cfg.get('custom_hooks', []):
+        hook = {k: v for k, v in hook.items() if k != 'priority'}  # the runner's option, not the hook's
+        try:
+            build_from_cfg(hook, HOOKS)
+        except (ValueError, KeyError, TypeError) as err:
+            raise UsageError(f"custom hook {hook.get('type')} does not build with every parameter at its {pick}est "
+                             f'value: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}; '
+                             'narrow the range in the space file') from None
 
 
 def _pick(dist: Distribution, which: str):
@@ -237,4 +255,9 @@ def _bool(raw: dict, key: str) -> bool:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
