@@ -21,8 +21,9 @@ if __name__ == '__main__':  # run as a script: import the package from the repo 
 import yaml
 
 from search.errors import UsageError
-from search.results import (SPEC_FILE, TrialRecord, best_record, load_records, write_summary,
-                            write_trials_csv)
+from search.results import (SPEC_FILE, TrialRecord, best_record, load_records, mark_pareto, write_pareto_csv,
+                            write_summary, write_trials_csv)
+from search.spec import objectives_of
 
 TRIAL_CONFIG = 'trial_config.py'
 
@@ -54,17 +55,51 @@ def export_experiment(experiment: Path, wall_seconds: float | None = None) -> di
     """Write trials.csv, summary.json and best/ for an experiment folder; return the summary."""
     experiment = Path(experiment).resolve()
     config = _search_config(experiment)
-    metric, mode = config['metric'], config['mode']
+    objectives = objectives_of(config)
+    metric, mode = objectives[0], config['mode']
     records = load_records(experiment, metric, mode)
-    write_trials_csv(records, experiment / 'trials.csv', metric)
+    pareto = None
+    if len(objectives) > 1:
+        modes = (mode,) + ('min',) * (len(objectives) - 1)
+        pareto = mark_pareto(records, objectives, modes)
+        write_pareto_csv(pareto, experiment / 'pareto.csv', objectives)
+    write_trials_csv(records, experiment / 'trials.csv', metric, pareto)
     if wall_seconds is None:
         previous = experiment / 'summary.json'
         wall_seconds = json.loads(previous.read_text()).get('wall_seconds', 0.0) if previous.is_file() else 0.0
     summary = write_summary(records, experiment / 'summary.json', space=config['space'], metric=metric, mode=mode,
-                            wall_seconds=wall_seconds, experiment=experiment)
+                            wall_seconds=wall_seconds, experiment=experiment, pareto=pareto, objectives=objectives)
     best = best_record(records, mode)
     if best is not None:
         export_trial(best, experiment / 'best', metric)
+    return summary
+
+
+def export_finalists(experiment: Path, finalists: list[dict], wall_seconds: float) -> dict:
+    """Summarise the finalize/ re-trainings (mean and spread per configuration) and export the best mean."""
+    import statistics
+
+    config = _search_config(experiment)
+    metric, mode = objectives_of(config)[0], config['mode']
+    runs = load_records(experiment / 'finalize', metric, mode)
+    rows = []
+    for index, params in enumerate(finalists):
+        mine = [r for r in runs if r.params.get('finalist') == index and r.best is not None]
+        scores = [r.best for r in mine]
+        rows.append(dict(params=params, seeds=[r.params.get('seed') for r in mine], scores=scores,
+                         mean=statistics.fmean(scores) if scores else None,
+                         std=statistics.stdev(scores) if len(scores) > 1 else 0.0, runs=mine))
+    scored = [row for row in rows if row['mean'] is not None]
+    summary = export_experiment(experiment, wall_seconds=wall_seconds)
+    summary['finalize'] = [{k: v for k, v in row.items() if k != 'runs'} for row in rows]
+    if scored:
+        winner = (max if mode == 'max' else min)(scored, key=lambda row: row['mean'])
+        run = best_record(winner['runs'], mode)
+        run.params = dict(winner['params'])
+        export_trial(run, experiment / 'best', metric)
+        summary['best'] = {'trial_id': run.trial_id, 'params': winner['params'], metric: winner['mean'],
+                           f'{metric}_std': winner['std'], 'epoch': run.best_epoch, 'seeds': winner['seeds']}
+    (experiment / 'summary.json').write_text(json.dumps(summary, indent=2, default=str) + '\n')
     return summary
 
 
@@ -89,10 +124,10 @@ def main(argv=None) -> int:
             print(f"best: {json.dumps(summary['best'])}\nwritten: {experiment / 'best'}")
             return 0
         config = _search_config(experiment)
-        records = {r.trial_id: r for r in load_records(experiment, config['metric'], config['mode'])}
+        records = {r.trial_id: r for r in load_records(experiment, objectives_of(config)[0], config['mode'])}
         if args.trial not in records:
             raise UsageError(f"no trial '{args.trial}' in {experiment}: choose one of {', '.join(records)}")
-        out = export_trial(records[args.trial], args.out or experiment / f'trial-{args.trial}', config['metric'])
+        out = export_trial(records[args.trial], args.out or experiment / f'trial-{args.trial}', objectives_of(config)[0])
         print(f'written: {out}')
         return 0
     except UsageError as err:

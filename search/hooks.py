@@ -89,12 +89,50 @@ class EpochCostHook(Hook):
 
 
 @HOOKS.register_module()
+class FiniteLossHook(Hook):
+    """Fail the trial with a clear reason as soon as its loss is NaN or infinite.
+
+    Runs before mmcv's OptimizerHook (VERY_HIGH < ABOVE_NORMAL), so a diverged step never reaches
+    the weights; Tune records the trial as failed with this message and retries it from its last
+    checkpoint up to ``max_failures`` times.
+    """
+
+    def after_train_iter(self, runner):
+        loss = runner.outputs.get('loss') if runner.outputs else None
+        if loss is not None and not bool(loss.detach().isfinite().all()):
+            raise FloatingPointError(f'non-finite loss {float(loss):g} at epoch {runner.epoch + 1}, iteration '
+                                     f'{runner.inner_iter + 1}: lower the learning rate or check the data')
+
+
+@HOOKS.register_module()
+class TrialLearningRateHook(Hook):
+    """Make the trial's configured learning rate win over one restored from a checkpoint.
+
+    mmcv's LR hooks schedule from each param group's ``initial_lr``, which a resumed optimizer state
+    brings back from the checkpoint. After a PBT exploit the checkpoint is another trial's and the
+    configured rate is the mutated one, so it must replace the restored one (group ratios kept).
+    Runs before the LR hook (HIGHEST < VERY_HIGH); a no-op when the two agree.
+    """
+
+    def __init__(self, lr: float):
+        self.lr = float(lr)
+
+    def before_run(self, runner):
+        groups = runner.optimizer.param_groups
+        reference = groups[0].get('initial_lr', groups[0]['lr'])
+        for group in groups:
+            ratio = group.get('initial_lr', group['lr']) / reference if reference else 1.0
+            group['initial_lr'] = group['lr'] = self.lr * ratio
+
+
+@HOOKS.register_module()
 class TuneReportHook(Hook):
     """After each epoch's evaluation, report metrics and a checkpoint with ``ray.tune.report``.
 
     Metrics: the COCO bbox metrics of mmdet's evaluation (0.0 when the model predicted nothing),
-    ``epoch``, ``eta_seconds`` of this trial, and everything returned by ``epoch_metrics()`` of the
-    runner's hooks and model modules (the dyncomponents protocol).
+    ``epoch``, ``eta_seconds`` of this trial, everything returned by ``epoch_metrics()`` of the
+    runner's hooks and model modules (the dyncomponents protocol), and ``schedule_settled_epoch``,
+    the latest ``last_phase_change_epoch`` of those components (search/schedule_aware.py).
     """
 
     def after_train_epoch(self, runner):
@@ -102,9 +140,15 @@ class TuneReportHook(Hook):
 
         metrics = {key: float(runner.log_buffer.output.get(key, 0.0)) for key in EVAL_KEYS}
         metrics['epoch'] = runner.epoch + 1
+        settled = 0
         for source in [*runner.hooks, *runner.model.modules()]:
-            if source is not self and callable(getattr(source, 'epoch_metrics', None)):
+            if source is self:
+                continue
+            if callable(getattr(source, 'epoch_metrics', None)):
                 metrics.update({k: float(v) for k, v in source.epoch_metrics().items()})
+            if callable(getattr(source, 'last_phase_change_epoch', None)):
+                settled = max(settled, int(source.last_phase_change_epoch(runner.max_epochs, len(runner.data_loader))))
+        metrics['schedule_settled_epoch'] = settled
         done = runner.epoch + 1
         per_epoch = metrics.get('compute_seconds', 0.0) / max(done, 1)
         metrics['eta_seconds'] = per_epoch * (runner.max_epochs - done)

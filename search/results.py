@@ -90,6 +90,27 @@ def _result_rows(path: Path) -> list[dict]:
     return rows
 
 
+def pareto_optimal(points: list[tuple[float, ...]], modes: tuple[str, ...]) -> list[bool]:
+    """For each point, whether no other point is at least as good in every objective and better in one.
+
+    ``modes`` gives ``max`` or ``min`` per objective. Equal points are all optimal.
+    """
+    signs = [1.0 if m == 'max' else -1.0 for m in modes]
+    oriented = [tuple(s * v for s, v in zip(signs, p)) for p in points]
+
+    def dominates(a, b):
+        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+    return [not any(dominates(other, p) for other in oriented) for p in oriented]
+
+
+def mark_pareto(records: list[TrialRecord], objectives: tuple[str, ...], modes: tuple[str, ...]) -> list[TrialRecord]:
+    """The records on the Pareto front of their final ``objectives`` (trials missing one are left out)."""
+    scored = [r for r in records if all(_finite(r.last_metrics.get(o)) for o in objectives)]
+    flags = pareto_optimal([tuple(r.last_metrics[o] for o in objectives) for r in scored], modes)
+    return [r for r, keep in zip(scored, flags) if keep]
+
+
 def best_record(records: list[TrialRecord], mode: str) -> TrialRecord | None:
     scored = [r for r in records if r.best is not None]
     if not scored:
@@ -97,22 +118,34 @@ def best_record(records: list[TrialRecord], mode: str) -> TrialRecord | None:
     return (max if mode == 'max' else min)(scored, key=lambda r: r.best)
 
 
-def write_trials_csv(records: list[TrialRecord], path: Path, metric: str) -> None:
+def write_trials_csv(records: list[TrialRecord], path: Path, metric: str, pareto: list[TrialRecord] | None = None) -> None:
+    """One row per trial; with ``pareto`` (multi-objective) a ``pareto`` column marks the front."""
     param_keys = sorted({k for r in records for k in r.params})
     extra = sorted({k for r in records for k in r.last_metrics if _is_component_metric(k)})
+    front = {r.trial_id for r in pareto or []}
     header = ['trial_id', 'status', 'epochs', f'{metric}_final', f'{metric}_best', 'best_epoch', 'train_seconds',
-              'total_seconds', *param_keys, *extra, 'error']
+              'total_seconds', *(['pareto'] if pareto is not None else []), *param_keys, *extra, 'error']
     with open(path, 'w', newline='') as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for r in records:
             writer.writerow([r.trial_id, r.status, r.epochs, r.final, r.best, r.best_epoch, round(r.train_seconds, 2),
-                             round(r.total_seconds, 2), *[r.params.get(k) for k in param_keys],
+                             round(r.total_seconds, 2), *([r.trial_id in front] if pareto is not None else []),
+                             *[r.params.get(k) for k in param_keys],
                              *[r.last_metrics.get(k) for k in extra], r.error])
 
 
+def write_pareto_csv(front: list[TrialRecord], path: Path, objectives: tuple[str, ...]) -> None:
+    with open(path, 'w', newline='') as handle:
+        writer = csv.writer(handle)
+        writer.writerow(['trial_id', *objectives, 'params'])
+        for r in front:
+            writer.writerow([r.trial_id, *[r.last_metrics[o] for o in objectives], json.dumps(r.params)])
+
+
 def write_summary(records: list[TrialRecord], path: Path, *, space: str, metric: str, mode: str,
-                  wall_seconds: float, experiment: Path) -> dict:
+                  wall_seconds: float, experiment: Path, pareto: list[TrialRecord] | None = None,
+                  objectives: tuple[str, ...] = ()) -> dict:
     best = best_record(records, mode)
     summary = dict(
         space=space, metric=metric, mode=mode, num_trials=len(records),
@@ -124,6 +157,10 @@ def write_summary(records: list[TrialRecord], path: Path, *, space: str, metric:
         experiment=str(experiment),
         failures=[{'trial_id': r.trial_id, 'error': r.error} for r in records if r.status == 'failed'],
     )
+    if pareto is not None:
+        summary['objectives'] = list(objectives)
+        summary['pareto'] = [{'trial_id': r.trial_id, 'params': r.params,
+                              **{o: r.last_metrics[o] for o in objectives}} for r in pareto]
     path.write_text(json.dumps(summary, indent=2, default=str) + '\n')
     return summary
 

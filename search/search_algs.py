@@ -1,7 +1,9 @@
 """Search-algorithm factory: ``search_alg=NAME`` -> a Ray Tune searcher, seeded by ``seed``.
 
 Each entry of :data:`SEARCH_ALGS` takes the section's options (minus ``name``) and the spec and
-rejects unknown options.
+rejects unknown options. ``grid`` and ``random`` are Ray's BasicVariantGenerator (the driver turns
+every choice into a grid axis for ``grid``); ``optuna`` is TPE and ``nsga2`` Optuna's NSGA-II over
+``objectives``, both through Ray's OptunaSearch.
 """
 from __future__ import annotations
 
@@ -15,19 +17,38 @@ def _random(options: dict, spec):
     return BasicVariantGenerator(random_state=spec.seed)
 
 
+def _grid(options: dict, spec):
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    reject_unknown_options('search_alg grid', options, set())
+    return BasicVariantGenerator(random_state=spec.seed)
+
+
 def _optuna(options: dict, spec):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     reject_unknown_options('search_alg optuna', options, {'n_startup_trials'})
-    startup = int(options.get('n_startup_trials', 2))
-    if startup < 0:
-        raise UsageError(f'search_alg.n_startup_trials must be >= 0, got {startup}')
+    startup = options.get('n_startup_trials', 2)
+    if isinstance(startup, bool) or not isinstance(startup, int) or startup < 0:
+        raise UsageError(f'search_alg.n_startup_trials must be a whole number >= 0, got {startup!r}')
     sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup)
     return OptunaSearch(sampler=sampler, metric=spec.metric, mode=spec.mode)
 
 
-SEARCH_ALGS = {'random': _random, 'optuna': _optuna}
+def _nsga2(options: dict, spec):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    reject_unknown_options('search_alg nsga2', options, {'population_size'})
+    size = options.get('population_size', 8)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+        raise UsageError(f'search_alg.population_size must be a whole number >= 2, got {size!r}')
+    sampler = optuna.samplers.NSGAIISampler(population_size=size, seed=spec.seed)
+    return OptunaSearch(sampler=sampler, metric=list(spec.objectives), mode=list(spec.objective_modes))
+
+
+SEARCH_ALGS = {'random': _random, 'grid': _grid, 'optuna': _optuna, 'nsga2': _nsga2}
 
 
 def create_search_alg(spec):

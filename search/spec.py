@@ -21,6 +21,10 @@ from search.space import Distribution, Space, load_space
 SMOKE = dict(num_samples=2, max_epochs=2, img_scale=[160, 160], num_train=16, num_val=8, min_size=128,
              max_size=160, warmup_iters=5)
 MAX_EPOCHS_PATH = 'runner.max_epochs'
+# What build_spec reads from the group sections; the rest of the config must have config.yaml's keys.
+GROUP_KEYS = {'model': {'mmdet': {}}, 'backbone': {'mmdet': {}, 'out_channels': None},
+              'data': dict.fromkeys(('name', 'root', 'train_ann', 'val_ann', 'img_prefix')),
+              'scheduler': {'name': None}, 'search_alg': {'name': None}}
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ class TrialSpec:
     param_paths: tuple[str, ...]
     lr_step_fractions: tuple[float, ...]
     cpus_per_trial: float
-    gpus_per_trial: float
+    gpus_per_trial: float  # a share of one GPU; with gpus_per_trial=auto the driver sets it from a probe
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,12 @@ class SearchSpec:
     metric: str
     mode: str
     seed: int
+    objectives: tuple[str, ...]
+    objective_modes: tuple[str, ...]
+    budget: str
+    schedule_aware: bool
+    finalize_top_k: int
+    finalize_seeds: int
     max_concurrent_trials: int | None
     max_failures: int
     num_to_keep: int
@@ -55,12 +65,22 @@ class SearchSpec:
     experiment_name: str
     resume: bool
     ray: dict
+    pack_gpus: bool
     smoke: bool
     config: dict = field(repr=False)
 
     @property
     def experiment_path(self) -> Path:
         return self.experiment_dir / self.experiment_name
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def scheduler_metric(self) -> dict:
+        """Metric and mode for a scheduler's constructor: only when Tune's own (single) metric is off."""
+        return dict(metric=self.metric, mode=self.mode) if self.search_alg.get('name') == 'nsga2' else {}
 
 
 def build_spec(cfg: DictConfig, *, dry_run: bool = True) -> SearchSpec:
@@ -69,9 +89,12 @@ def build_spec(cfg: DictConfig, *, dry_run: bool = True) -> SearchSpec:
         raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as err:  # an unset required value (`???`), e.g. data=coco without data.root
         raise UsageError(f'missing value: {str(err).splitlines()[0]} (set it on the command line, key=value)') from None
+    _check_shape(raw)
+    raw = _resumed_config(raw)
     smoke = _bool(raw, 'smoke')
     if smoke:
-        raw['num_samples'] = SMOKE['num_samples']
+        # A grid already gives several trials; repeating it would not make a smoke test.
+        raw['num_samples'] = 1 if raw['search_alg']['name'] == 'grid' else SMOKE['num_samples']
         raw['max_epochs'] = SMOKE['max_epochs']
         raw['train']['img_scale'] = SMOKE['img_scale']
         raw['train']['warmup_iters'] = SMOKE['warmup_iters']
@@ -89,11 +112,19 @@ def build_spec(cfg: DictConfig, *, dry_run: bool = True) -> SearchSpec:
     mode = raw['mode']
     if mode not in ('max', 'min'):
         raise UsageError(f"mode must be max or min, got '{mode}'")
+    objectives = objectives_of(raw)
+    metric = objectives[0]
+    objective_modes = (mode,) + ('min',) * (len(objectives) - 1)
+    budget = raw['budget']
+    if budget not in ('epochs', 'compute'):
+        raise UsageError(f"budget must be epochs or compute, got '{budget}'")
+    finalize = raw['finalize']
     cpus = _number(raw, 'cpus_per_trial', low=0, strict=True)
-    gpus = _number(raw, 'gpus_per_trial', low=0)
+    pack_gpus = raw['gpus_per_trial'] == 'auto'
+    gpus = 1.0 if pack_gpus else _number(raw, 'gpus_per_trial', low=0)
     ray_cfg = dict(raw['ray'])
     if gpus > 0 and not ray_cfg.get('address'):
-        _require_local_gpu(gpus)
+        _require_local_gpu(raw['gpus_per_trial'])
     train = _check_train(raw['train'])
     max_concurrent = raw.get('max_concurrent_trials')
     if max_concurrent is not None:
@@ -126,10 +157,67 @@ def build_spec(cfg: DictConfig, *, dry_run: bool = True) -> SearchSpec:
 
     return SearchSpec(
         space=space, params=params, trial=trial, scheduler=dict(raw['scheduler']), search_alg=dict(raw['search_alg']),
-        num_samples=num_samples, max_epochs=max_epochs, metric=str(raw['metric']), mode=mode,
-        seed=int(raw['seed']), max_concurrent_trials=max_concurrent, max_failures=_int(raw, 'max_failures', low=0),
+        num_samples=num_samples, max_epochs=max_epochs, metric=metric, mode=mode,
+        seed=int(raw['seed']), objectives=objectives, objective_modes=objective_modes, budget=budget,
+        schedule_aware=_bool(raw, 'schedule_aware'), finalize_top_k=_int(finalize, 'top_k', low=0, where='finalize.'),
+        finalize_seeds=_int(finalize, 'seeds', low=1, where='finalize.'), max_concurrent_trials=max_concurrent, max_failures=_int(raw, 'max_failures', low=0),
         num_to_keep=_int(raw['checkpoint'], 'num_to_keep', low=1, where='checkpoint.'), experiment_dir=exp_dir,
-        experiment_name=str(name), resume=resume, ray=ray_cfg, smoke=smoke, config=raw)
+        experiment_name=str(name), resume=resume, ray=ray_cfg, pack_gpus=pack_gpus, smoke=smoke, config=raw)
+
+
+def _check_shape(raw: dict) -> None:
+    """Every key of config.yaml, and those read from the groups, is there: ``~key`` or ``train=null`` is a UsageError."""
+    from search.config import CONF_DIR
+
+    reference = OmegaConf.to_container(OmegaConf.load(CONF_DIR / 'config.yaml'))
+    reference.pop('defaults', None)
+    reference.update(GROUP_KEYS)
+    _check_keys(raw, reference, '')
+
+
+def _check_keys(raw: dict, reference: dict, where: str) -> None:
+    for key, value in reference.items():
+        if key not in raw:
+            raise UsageError(f'{where}{key} is missing from the config: set it with {where}{key}=VALUE instead of deleting it')
+        if isinstance(value, dict):
+            if not isinstance(raw[key], dict):
+                raise UsageError(f'{where}{key} must be a section (key: value mapping), got {raw[key]!r}; '
+                                 f'set its keys one by one ({where}{key}.KEY=VALUE) instead of replacing it')
+            _check_keys(raw[key], value, f'{where}{key}.')
+
+
+def _resumed_config(raw: dict) -> dict:
+    """With resume=true, the search continues with the configuration it was started with."""
+    if raw.get('resume') is not True:
+        return raw
+    from search.results import SPEC_FILE
+
+    path = Path(str(raw['experiment']['dir'])).expanduser().resolve() / str(raw['experiment'].get('name'))
+    saved = path / SPEC_FILE
+    if not raw['experiment'].get('name') or not saved.is_file():
+        raise UsageError(f'resume=true but {path} is not a DynTune experiment (no {SPEC_FILE}); '
+                         'give the experiment.dir and experiment.name of the search to continue')
+    import yaml
+
+    config = yaml.safe_load(saved.read_text())
+    config['resume'] = True
+    config['experiment'] = dict(raw['experiment'])
+    config['ray'] = dict(raw['ray'])  # where to run may change between attempts; what to search may not
+    return config
+
+
+def objectives_of(raw: dict) -> tuple[str, ...]:
+    """``objectives`` (first maximised or minimised by ``mode``, the rest minimised), or just ``metric``."""
+    objectives = raw.get('objectives')
+    if objectives is None:
+        if raw['search_alg']['name'] == 'nsga2':
+            return (str(raw['metric']), 'compute_seconds')
+        return (str(raw['metric']),)
+    if (not isinstance(objectives, list) or len(objectives) < 2 or len(set(objectives)) != len(objectives)
+            or not all(isinstance(o, str) and o for o in objectives)):
+        raise UsageError(f'objectives must be a list of two or more distinct metric names, e.g. '
+                         f'[bbox_mAP,compute_seconds], got {objectives!r}')
+    return tuple(objectives)
 
 
 def _dataset(data: dict, smoke: bool):
@@ -140,8 +228,8 @@ def _dataset(data: dict, smoke: bool):
 
         sizes = (dict(num_train=SMOKE['num_train'], num_val=SMOKE['num_val'], min_size=SMOKE['min_size'],
                       max_size=SMOKE['max_size']) if smoke
-                 else dict(num_train=int(data['num_train']), num_val=int(data['num_val'])))
-        root = data.get('root') or ensure_embedded_dataset(seed=int(data['seed']), **sizes)
+                 else {k: _int(data, k, low=1, where='data.') for k in ('num_train', 'num_val', 'min_size', 'max_size')})
+        root = data.get('root') or ensure_embedded_dataset(seed=_int(data, 'seed', low=0, where='data.'), **sizes)
     else:
         root = data['root']
     return check_dataset(root, data['train_ann'], data['val_ann'], data['img_prefix'])
@@ -178,6 +266,11 @@ def _check_train(train: dict) -> dict:
     if not isinstance(steps, list) or not all(_is_number(f) and 0 < f <= 1 for f in steps):
         raise UsageError(f'train.lr_steps must be a list of fractions of the budget in (0, 1], got {steps}')
     return out
+
+
+def lowest_params(params: dict[str, Distribution]) -> dict:
+    """Every parameter at its lowest value (a choice's first)."""
+    return {path: _pick(dist, 'low') for path, dist in params.items()}
 
 
 def _dry_run(trial: TrialSpec, params: dict[str, Distribution]) -> None:
@@ -224,11 +317,11 @@ def _pick(dist: Distribution, which: str):
     return dist.low if which == 'low' else dist.high
 
 
-def _require_local_gpu(gpus: float) -> None:
+def _require_local_gpu(gpus) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise UsageError(f'gpus_per_trial={gpus:g} but this machine has no usable GPU: use gpus_per_trial=0, '
+        raise UsageError(f'gpus_per_trial={gpus} but this machine has no usable GPU: use gpus_per_trial=0, '
                          'or ray.address=... to run on a cluster with GPUs')
 
 

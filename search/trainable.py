@@ -22,7 +22,12 @@ def train_trial(config: dict, trial_spec: TrialSpec) -> None:
 
     from search.mmdet_config import build_trial_config
 
-    torch.set_num_threads(max(1, int(trial_spec.cpus_per_trial)))
+    resources = tune.get_context().get_trial_resources().required_resources
+    # ResourceChangingScheduler may restart a trial with more CPUs than it started with.
+    torch.set_num_threads(max(1, int(resources.get('CPU', trial_spec.cpus_per_trial))))
+    gpu_share = float(resources.get('GPU', 0.0))
+    if 0 < gpu_share < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(gpu_share)  # packed trials must not crowd each other out
     params = {path: config[path] for path in trial_spec.param_paths}
     cfg = build_trial_config(trial_spec.base_config, params, list(trial_spec.lr_step_fractions))
     trial_dir = Path(tune.get_context().get_trial_dir())
@@ -46,6 +51,8 @@ def train_mmdet(cfg, work_dir: Path, checkpoint=None) -> None:
     cfg.work_dir = str(work_dir)
     cfg.checkpoint_config = None  # TuneReportHook checkpoints every epoch into Tune's storage
     cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+        dict(type='TrialLearningRateHook', lr=cfg.optimizer.lr, priority='HIGHEST'),
+        dict(type='FiniteLossHook', priority='VERY_HIGH'),
         dict(type='EpochCostHook', priority='VERY_HIGH'),
         dict(type='TuneReportHook', priority=REPORT_PRIORITY),
     ]

@@ -27,7 +27,8 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address='127.0.0.1', log_to_driver=False,
+        # num_gpus=1 fakes a GPU for Ray's bookkeeping, so GPU packing is testable on a CPU machine.
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, _node_ip_address='127.0.0.1', log_to_driver=False,
                  configure_logging=False)
     yield ray
     ray.shutdown()
