@@ -9,9 +9,12 @@ step, so the ratios are measured under the same machine load (the machine is sha
 * ``ours``: :class:`dyncomponents.dbf.BackboneGate` frozen: the backbone forward runs under
   ``torch.no_grad()``.
 
-Time is the wall time of forward + backward + SGD step. Memory is the growth of the process's
+Time is the wall time of forward + backward + SGD step, and its process CPU time (all threads),
+which a loaded shared machine disturbs much less than the wall time. Memory is the growth of the process's
 peak RSS during the step over its RSS at the step's start, sampled every 2 ms by a thread
-(:class:`dyncomponents.dbf.PeakMemory`). Warm-up steps are excluded; medians are reported.
+(:class:`dyncomponents.dbf.PeakMemory`). Before each step glibc's ``malloc_trim(0)`` hands freed
+heap memory back to the OS; without it a step reuses what the previous step freed and shows no
+growth. The order of the modes rotates every round. Warm-up rounds are excluded; medians are reported.
 
 Usage::
 
@@ -19,6 +22,8 @@ Usage::
 """
 import argparse
 import copy
+import ctypes
+import ctypes.util
 import statistics
 import time
 from pathlib import Path
@@ -34,6 +39,7 @@ from dyncomponents.dbf import BackboneGate, PeakMemory
 
 PRESETS = Path(__file__).resolve().parents[1] / 'search' / 'conf'
 MODES = ('unfrozen', 'detach', 'ours')
+_LIBC = ctypes.CDLL(ctypes.util.find_library('c'))
 
 
 def retinanet(backbone_name, num_classes=3):
@@ -86,28 +92,33 @@ def bench(backbone_name, size, n, iters, warmup):
     memory = PeakMemory('cpu', interval=0.002)
     rss = psutil.Process().memory_info
     seconds = {m: [] for m in MODES}
+    cpu = {m: [] for m in MODES}
     growth = {m: [] for m in MODES}
     for i in range(warmup + iters):
-        for mode in MODES:
+        for mode in MODES[i % 3:] + MODES[:i % 3]:
             set_mode(detector, gate, mode)
             d = copy.copy(data)
+            _LIBC.malloc_trim(0)
             base = rss().rss
             memory.start()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step(detector, optimizer, d)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             peak = memory.stop() * 2**20
             if i >= warmup:
                 seconds[mode].append(dt)
+                cpu[mode].append(dc)
                 growth[mode].append((peak - base) / 2**20)
     t = {m: statistics.median(v) for m, v in seconds.items()}
+    c = {m: statistics.median(v) for m, v in cpu.items()}
     g = {m: statistics.median(v) for m, v in growth.items()}
     print(f'\nRetinaNet + {backbone_name}, {size} px, batch {n}, {iters} measured steps per mode '
           f'(+{warmup} warm-up), torch threads {torch.get_num_threads()}')
-    print(f'{"mode":<10}{"step s":>9}{"peak RSS growth MiB":>22}')
+    print(f'{"mode":<10}{"wall s":>9}{"CPU s":>9}{"peak RSS growth MiB":>22}   all wall s')
     for m in MODES:
-        print(f'{m:<10}{t[m]:>9.3f}{g[m]:>22.1f}')
-    print(f'time   ours/unfrozen {t["ours"] / t["unfrozen"]:.3f}   detach/unfrozen {t["detach"] / t["unfrozen"]:.3f}')
+        print(f'{m:<10}{t[m]:>9.3f}{c[m]:>9.3f}{g[m]:>22.1f}   {" ".join(f"{x:.2f}" for x in seconds[m])}')
+    print(f'wall   ours/unfrozen {t["ours"] / t["unfrozen"]:.3f}   detach/unfrozen {t["detach"] / t["unfrozen"]:.3f}')
+    print(f'CPU    ours/unfrozen {c["ours"] / c["unfrozen"]:.3f}   detach/unfrozen {c["detach"] / c["unfrozen"]:.3f}')
     print(f'memory ours/unfrozen {g["ours"] / g["unfrozen"]:.3f}   detach/unfrozen {g["detach"] / g["unfrozen"]:.3f}'
           f'   ours/detach {g["ours"] / g["detach"]:.3f}')
 
