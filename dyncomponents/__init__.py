@@ -12,4 +12,4 @@ Metrics protocol: a hook or ``nn.Module`` that defines ``epoch_metrics() -> dict
 is polled once per epoch, after evaluation, by whoever trains the model (DynTune's
 search reports them to Ray Tune). Keys are flat, prefixed by the component.
 """
-from . import backbones, dbf, dynamic_head, dynamic_rcnn, dyra  # noqa: F401  (registration)
+from . import backbones, dbf, dynamic_head, dynamic_rcnn, dyra, schedules  # noqa: F401  (registration)

@@ -5,8 +5,8 @@ Two steps, so that every problem is found before Ray starts:
 1. :func:`build_base_config` (driver side, once): model preset + backbone + dataset + the shared
    training recipe + the space's ``mmdet:`` fragment -> a plain dict.
 2. :func:`build_trial_config` (trial side, per trial): the base dict with the trial's sampled
-   parameters written at their paths -> an ``mmcv.Config``. The driver calls it once with the
-   lower bounds of every distribution so a bad path fails early.
+   parameters written at their paths -> an ``mmcv.Config``. The driver calls it with the lowest
+   and highest value of every distribution so a bad path fails early.
 
 Path syntax (docs/spaces.md): ``a.b[type=X].c`` or ``a.b[2].c``.
 """
@@ -85,8 +85,10 @@ def build_base_config(*, model: dict, backbone: dict, neck_in_channels: list[int
         optimizer=dict(type='SGD', lr=float(train['lr']), momentum=float(train['momentum']),
                        weight_decay=float(train['weight_decay'])),
         optimizer_config=dict(grad_clip=dict(max_norm=float(train['grad_clip']), norm_type=2)),
-        lr_config=dict(policy='step', warmup='linear', warmup_iters=int(train['warmup_iters']),
-                       warmup_ratio=0.001, step=lr_steps(max_epochs, train['lr_steps'])),
+        # Decay points are fractions of runner.max_epochs (dyncomponents/schedules), so they stay
+        # right when a space samples the budget.
+        lr_config=dict(policy='BudgetStep', step_fractions=[float(f) for f in train['lr_steps']], gamma=0.1,
+                       warmup='linear', warmup_iters=int(train['warmup_iters']), warmup_ratio=0.001),
         runner=dict(type='EpochBasedRunner', max_epochs=int(max_epochs)),
         checkpoint_config=dict(interval=1),
         log_config=dict(interval=10, hooks=[dict(type='TextLoggerHook')]),
@@ -106,24 +108,14 @@ def build_base_config(*, model: dict, backbone: dict, neck_in_channels: list[int
     return merge(config, space_fragment)
 
 
-def build_trial_config(base: dict, params: dict[str, Any], lr_step_fractions: list[float]):
-    """Write ``params`` (path -> value) into a copy of ``base`` and return an ``mmcv.Config``.
-
-    The LR steps follow ``runner.max_epochs`` when a space samples it.
-    """
+def build_trial_config(base: dict, params: dict[str, Any]):
+    """Write ``params`` (path -> value) into a copy of ``base`` and return an ``mmcv.Config``."""
     from mmcv import Config
 
     config = copy.deepcopy(base)
     for path, value in params.items():
         set_path(config, path, value)
-    if config.get('lr_config', {}).get('policy') == 'step':
-        config['lr_config']['step'] = lr_steps(config['runner']['max_epochs'], lr_step_fractions)
     return Config(config)
-
-
-def lr_steps(max_epochs: int, fractions: list[float]) -> list[int]:
-    """Epochs at which the step LR decays: ``fractions`` of the budget, at least epoch 1."""
-    return sorted({max(1, round(float(f) * int(max_epochs))) for f in fractions})
 
 
 def merge(base: dict, fragment: dict) -> dict:

@@ -58,7 +58,7 @@ def measure_trial_cost(trial_spec, params: dict, iterations: int = 4, warmup: in
     from search.mmdet_config import build_trial_config
 
     torch.set_num_threads(max(1, int(trial_spec.cpus_per_trial)))
-    cfg = build_trial_config(trial_spec.base_config, params, list(trial_spec.lr_step_fractions))
+    cfg = build_trial_config(trial_spec.base_config, params)
     device = 'cuda' if trial_spec.gpus_per_trial and torch.cuda.is_available() else 'cpu'
     model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
     model.init_weights()

@@ -33,7 +33,6 @@ class TrialSpec:
 
     base_config: dict
     param_paths: tuple[str, ...]
-    lr_step_fractions: tuple[float, ...]
     cpus_per_trial: float
     gpus_per_trial: float  # a share of one GPU; with gpus_per_trial=auto the driver sets it from a probe
 
@@ -139,8 +138,7 @@ def build_spec(cfg: DictConfig, *, dry_run: bool = True) -> SearchSpec:
                   img_prefix=dataset.img_prefix),
         train=train, max_epochs=max_epochs, seed=raw['seed'], device='cuda' if gpus > 0 else 'cpu',
         space_fragment=space.mmdet)
-    trial = TrialSpec(base_config=base, param_paths=tuple(params), lr_step_fractions=tuple(train['lr_steps']),
-                      cpus_per_trial=cpus, gpus_per_trial=gpus)
+    trial = TrialSpec(base_config=base, param_paths=tuple(params), cpus_per_trial=cpus, gpus_per_trial=gpus)
     if dry_run:
         _dry_run(trial, params)
 
@@ -213,8 +211,8 @@ def objectives_of(raw: dict) -> tuple[str, ...]:
         if raw['search_alg']['name'] == 'nsga2':
             return (str(raw['metric']), 'compute_seconds')
         return (str(raw['metric']),)
-    if (not isinstance(objectives, list) or len(objectives) < 2 or len(set(objectives)) != len(objectives)
-            or not all(isinstance(o, str) and o for o in objectives)):
+    if (not isinstance(objectives, list) or len(objectives) < 2
+            or not all(isinstance(o, str) and o for o in objectives) or len(set(objectives)) != len(objectives)):
         raise UsageError(f'objectives must be a list of two or more distinct metric names, e.g. '
                          f'[bbox_mAP,compute_seconds], got {objectives!r}')
     return tuple(objectives)
@@ -236,6 +234,13 @@ def _dataset(data: dict, smoke: bool):
 
 
 def _backbone(backbone: dict) -> dict:
+    channels = backbone['out_channels']
+    if not (isinstance(channels, list) and channels and all(_is_number(c) and c == int(c) > 0 for c in channels)):
+        raise UsageError(f'backbone.out_channels must list the channels of the outputs given to the neck, e.g. '
+                         f'[64, 128, 256, 512], got {channels!r}')
+    norm = backbone.get('img_norm')
+    if norm is not None and not (isinstance(norm, dict) and {'mean', 'std'} <= set(norm)):
+        raise UsageError(f'backbone.img_norm must be null (ImageNet) or {{mean: [..], std: [..], to_rgb: ..}}, got {norm!r}')
     module = dict(backbone['mmdet'])
     checkpoint = backbone.get('checkpoint')
     if checkpoint:
@@ -281,7 +286,7 @@ def _dry_run(trial: TrialSpec, params: dict[str, Distribution]) -> None:
 
     for pick in ('low', 'high'):
         values = {path: _pick(dist, pick) for path, dist in params.items()}
-        cfg = build_trial_config(trial.base_config, values, list(trial.lr_step_fractions))
+        cfg = build_trial_config(trial.base_config, values)
         for path in values:
             get_path(cfg._cfg_dict.to_dict(), path)
         _build_hooks(cfg, pick)

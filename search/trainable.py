@@ -17,6 +17,16 @@ TRIAL_CONFIG = 'trial_config.py'
 
 
 def train_trial(config: dict, trial_spec: TrialSpec) -> None:
+    """A search trial: ``config`` maps the space's paths to this trial's sampled values."""
+    train_params({path: config[path] for path in trial_spec.param_paths}, trial_spec)
+
+
+def train_finalist(config: dict, trial_spec: TrialSpec, finalists: list[dict]) -> None:
+    """A ``finalize`` re-training: configuration ``finalists[config['finalist']]`` with seed ``config['seed']``."""
+    train_params({**finalists[config['finalist']], 'seed': config['seed']}, trial_spec)
+
+
+def train_params(params: dict, trial_spec: TrialSpec) -> None:
     import torch
     from ray import tune
 
@@ -28,8 +38,7 @@ def train_trial(config: dict, trial_spec: TrialSpec) -> None:
     gpu_share = float(resources.get('GPU', 0.0))
     if 0 < gpu_share < 1 and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(gpu_share)  # packed trials must not crowd each other out
-    params = {path: config[path] for path in trial_spec.param_paths}
-    cfg = build_trial_config(trial_spec.base_config, params, list(trial_spec.lr_step_fractions))
+    cfg = build_trial_config(trial_spec.base_config, params)
     trial_dir = Path(tune.get_context().get_trial_dir())
     trial_dir.mkdir(parents=True, exist_ok=True)
     cfg.dump(str(trial_dir / TRIAL_CONFIG))

@@ -2,7 +2,7 @@
 import pytest
 
 from search.errors import UsageError
-from search.mmdet_config import build_trial_config, get_path, lr_steps, merge, set_path
+from search.mmdet_config import build_trial_config, get_path, merge, set_path
 
 
 def _config():
@@ -41,7 +41,8 @@ def test_merge_dicts_key_by_key_lists_replace_and_delete():
     assert base['model']['head'] == dict(x=1, y=2)  # the base is not modified
 
 
-def test_lr_steps_follow_a_sampled_budget():
-    cfg = build_trial_config(_config(), {'runner.max_epochs': 8}, [0.75])
-    assert cfg.lr_config.step == [6]
-    assert lr_steps(2, [0.1, 0.75]) == [1, 2]
+def test_trial_config_holds_the_sampled_values_and_leaves_the_base_alone():
+    base = _config()
+    cfg = build_trial_config(base, {'runner.max_epochs': 8, 'custom_hooks[type=B].schedule.rho': 3})
+    assert cfg.runner.max_epochs == 8 and cfg.custom_hooks[1].schedule.rho == 3
+    assert base['runner']['max_epochs'] == 4
