@@ -27,7 +27,7 @@ def group_options(group: str) -> list[str]:
 def compose_config(overrides: list[str]) -> DictConfig:
     """Return the composed config for command-line ``overrides`` (``key=value`` strings)."""
     for item in overrides:
-        if '=' not in item:
+        if '=' not in item or not _key(item):
             raise UsageError(f"'{item}' is not an override: write key=value, e.g. space=dbf num_samples=8")
     user_keys = {_key(o) for o in overrides}
     _check_groups(overrides)
@@ -40,7 +40,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             return compose(config_name='config', overrides=from_space + list(overrides))
-    except (HydraException, OmegaConfBaseException) as err:
+    except (HydraException, OmegaConfBaseException, ValueError) as err:  # Hydra raises ValueError for some overrides
         raise UsageError(f'bad override: {_first_line(err)}') from None
 
 

@@ -172,6 +172,19 @@ def test_invalid_number_in_the_config(override, message, exp_dir, dataset):
     assert message in spec_error(['data=coco', f'data.root={dataset}', override], exp_dir)
 
 
+@pytest.mark.parametrize('overrides, message', [
+    (['~train.lr=0.01'], 'train.lr is missing from the config: set it with train.lr=VALUE instead of deleting it'),
+    (['train=null'], 'train must be a section (key: value mapping), got None'),
+    (['backbone.out_channels=null'], 'backbone.out_channels must list the channels of the outputs'),
+    (['backbone.img_norm=5'], 'backbone.img_norm must be null (ImageNet) or {mean: [..], std: [..]'),
+    (['objectives=[[a],b]'], 'objectives must be a list of two or more distinct metric names'),
+    (['=1'], "'=1' is not an override: write key=value"),
+    (['data=embedded', 'data.num_train=abc'], "data.num_train must be a whole number >= 1, got 'abc'"),
+])
+def test_missing_or_misshapen_config_keys(overrides, message, exp_dir, dataset):
+    assert message in spec_error(['data=coco', f'data.root={dataset}', *overrides], exp_dir)
+
+
 DBF_SPACE = """description: DBF with a duty range past 1
 mmdet:
   custom_hooks:
