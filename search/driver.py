@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from pathlib import Path
 
 import yaml
 
@@ -50,10 +49,11 @@ def run_search(spec: SearchSpec) -> dict:
 def _tuner(spec: SearchSpec, trial_spec, scheduler, search_alg, param_space):
     from ray import tune
 
+    from search.monitoring import named_trainable
     from search.trainable import train_trial
 
-    trainable = tune.with_resources(tune.with_parameters(train_trial, trial_spec=trial_spec),
-                                    {'cpu': trial_spec.cpus_per_trial, 'gpu': trial_spec.gpus_per_trial})
+    trainable = named_trainable(train_trial, {'cpu': trial_spec.cpus_per_trial, 'gpu': trial_spec.gpus_per_trial},
+                                trial_spec=trial_spec)
     if spec.resume:
         return tune.Tuner.restore(str(spec.experiment_path), trainable=trainable, resume_errored=True)
     spec.experiment_path.mkdir(parents=True)
@@ -84,6 +84,7 @@ def _finalize(spec: SearchSpec, trial_spec, summary: dict, started: float) -> di
     from ray import tune
 
     from search.export import export_finalists
+    from search.monitoring import named_trainable
     from search.results import load_records
     from search.schedulers import MAX_EPOCHS_PATH
     from search.trainable import train_finalist
@@ -97,9 +98,8 @@ def _finalize(spec: SearchSpec, trial_spec, summary: dict, started: float) -> di
             params[MAX_EPOCHS_PATH] = spec.max_epochs  # the full budget, whatever the trial was given
         finalists.append(params)
     seeds = [spec.seed + i for i in range(spec.finalize_seeds)]
-    trainable = tune.with_resources(
-        tune.with_parameters(train_finalist, trial_spec=trial_spec, finalists=finalists),
-        {'cpu': trial_spec.cpus_per_trial, 'gpu': trial_spec.gpus_per_trial})
+    trainable = named_trainable(train_finalist, {'cpu': trial_spec.cpus_per_trial, 'gpu': trial_spec.gpus_per_trial},
+                                trial_spec=trial_spec, finalists=finalists)
     tune.Tuner(trainable, param_space={'finalist': tune.grid_search(list(range(len(finalists)))),
                                        'seed': tune.grid_search(seeds)},
                tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode,
@@ -131,23 +131,33 @@ def _plan_resources(spec: SearchSpec):
 
 
 def init_ray(spec: SearchSpec) -> None:
-    """Start Ray on 127.0.0.1 (token authentication left on), or join ``ray.address``; no-op if running."""
+    """Start Ray on 127.0.0.1 (token authentication left on), or join ``ray.address``; no-op if running.
+
+    The dashboard (``dashboard``, alias ``ray.dashboard``) listens on ``ray.dashboard_host``; its address
+    and sign-in are printed (search/monitoring.py, docs/monitoring.md).
+    """
     import ray
+
+    from search.monitoring import LOOPBACK, dashboard_banner, dashboard_options
 
     if ray.is_initialized():
         return
     address = spec.ray.get('address')
-    dashboard = bool(spec.ray.get('dashboard', True))
+    host = str(spec.ray.get('dashboard_host') or LOOPBACK)
+    dashboard = dashboard_options(bool(spec.ray.get('dashboard', True)), host)
     log_to_driver = int(spec.ray.get('verbose', 1)) >= 2
     if address:
         context = ray.init(address=address, log_to_driver=log_to_driver)
     else:
-        context = ray.init(num_cpus=os.cpu_count(), num_gpus=_local_gpus(), include_dashboard=dashboard,
-                           dashboard_host='127.0.0.1', _node_ip_address='127.0.0.1', log_to_driver=log_to_driver)
+        context = ray.init(num_cpus=os.cpu_count(), num_gpus=_local_gpus(), _node_ip_address=LOOPBACK,
+                           log_to_driver=log_to_driver, **dashboard)
     url = getattr(context, 'dashboard_url', None)
-    if dashboard and url:
-        token = Path.home() / '.ray' / 'auth_token'
-        print(f'Ray dashboard: http://{url}  (sign in with the token in {token})')
+    if url and (address or dashboard['include_dashboard']):
+        # A joined cluster's dashboard listens where that cluster put it, not on ray.dashboard_host.
+        for line in dashboard_banner(url, url.rsplit(':', 1)[0] if address else host):
+            print(line, flush=True)
+    elif dashboard['include_dashboard'] != bool(spec.ray.get('dashboard', True)):
+        print('Ray dashboard: off (its packages are missing: pip install "ray[default]")', flush=True)
 
 
 def _local_gpus() -> int:

@@ -133,10 +133,13 @@ class TuneReportHook(Hook):
     ``epoch``, ``eta_seconds`` of this trial, everything returned by ``epoch_metrics()`` of the
     runner's hooks and model modules (the dyncomponents protocol), and ``schedule_settled_epoch``,
     the latest ``last_phase_change_epoch`` of those components (search/schedule_aware.py).
+    The epoch, bbox_mAP and compute seconds also go to live Ray gauges (search/monitoring.py).
     """
 
     def after_train_epoch(self, runner):
         from ray import tune
+
+        from search.monitoring import publish_trial_metrics
 
         metrics = {key: float(runner.log_buffer.output.get(key, 0.0)) for key in EVAL_KEYS}
         metrics['epoch'] = runner.epoch + 1
@@ -155,6 +158,7 @@ class TuneReportHook(Hook):
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             raise FloatingPointError(f'non-finite metrics after epoch {done}: {bad}')
+        publish_trial_metrics(metrics, tune.get_context().get_trial_id())
         folder = Path(tempfile.mkdtemp(prefix='dyntune-ckpt-'))
         try:
             runner.save_checkpoint(str(folder), filename_tmpl=CHECKPOINT_FILE, create_symlink=False)
