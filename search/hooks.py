@@ -2,8 +2,8 @@
 
 Hook order within ``after_train_epoch`` (mmcv runs lower priority numbers first):
 ``EpochCostHook`` (VERY_HIGH, 10) stops its clock before mmdet's ``EvalHook`` (LOW, 70) evaluates;
-``TuneReportHook`` (80) reports after evaluation and before the logger hooks (VERY_LOW, 90) clear
-the evaluation results from ``runner.log_buffer``.
+``TrialTensorboardHook`` (75) writes the evaluation to TensorBoard and ``TuneReportHook`` (80)
+reports it, both before the logger hooks (VERY_LOW, 90) clear it from ``runner.log_buffer``.
 """
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ import threading
 import time
 from pathlib import Path
 
-from mmcv.runner import HOOKS, Hook
+from mmcv.runner import HOOKS, Hook, TensorboardLoggerHook
 
 EVAL_KEYS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
 REPORT_PRIORITY = 80
+TENSORBOARD_PRIORITY = 75
 CHECKPOINT_FILE = 'checkpoint.pth'
 _COMPUTE_KEY = 'dyntune_compute_seconds'  # cumulative training seconds, kept in the checkpoint's hook_msgs
 
@@ -126,6 +127,19 @@ class TrialLearningRateHook(Hook):
 
 
 @HOOKS.register_module()
+class TrialTensorboardHook(TensorboardLoggerHook):
+    """mmcv's TensorBoard logger, flushed at every write and run before ``TuneReportHook``.
+
+    Tune ends a stopped trial's process at its report, so anything logged after the report or left
+    in the writer's buffer (flushed every 120 s by default) would be lost for early-stopped trials.
+    """
+
+    def log(self, runner):
+        super().log(runner)
+        self.writer.flush()
+
+
+@HOOKS.register_module()
 class TuneReportHook(Hook):
     """After each epoch's evaluation, report metrics and a checkpoint with ``ray.tune.report``.
 
@@ -137,6 +151,7 @@ class TuneReportHook(Hook):
     """
 
     def after_train_epoch(self, runner):
+        import ray
         from ray import tune
 
         from search.monitoring import publish_trial_metrics
@@ -159,6 +174,7 @@ class TuneReportHook(Hook):
         if bad:
             raise FloatingPointError(f'non-finite metrics after epoch {done}: {bad}')
         publish_trial_metrics(metrics, tune.get_context().get_trial_id())
+        metrics['node_id'] = ray.get_runtime_context().get_node_id()  # which Ray node trained this epoch
         folder = Path(tempfile.mkdtemp(prefix='dyntune-ckpt-'))
         try:
             runner.save_checkpoint(str(folder), filename_tmpl=CHECKPOINT_FILE, create_symlink=False)

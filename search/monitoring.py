@@ -130,15 +130,19 @@ def publish_trial_metrics(metrics: dict, trial_id: str) -> bool:
     return True
 
 
-def tensorboard_logger(log_dir: Path) -> dict | None:
-    """mmcv's ``TensorboardLoggerHook`` writing into ``log_dir``, or None without a TensorBoard writer.
+def tensorboard_hook(log_dir: Path, interval: int) -> dict | None:
+    """A ``custom_hooks`` entry logging the trial to TensorBoard in ``log_dir``, or None without a writer.
 
-    It logs the training losses, learning rate and momentum every ``log_config.interval`` iterations
-    and the evaluation metrics (``val/bbox_mAP``...) every epoch. mmcv imports its writer only when
-    the run starts, so check here that one is installed rather than fail the trial then.
+    ``TrialTensorboardHook`` (search/hooks.py, mmcv's ``TensorboardLoggerHook``) logs the training
+    losses, learning rate and momentum every ``interval`` iterations and at each epoch's end, and the
+    evaluation metrics (``val/bbox_mAP``...) every epoch. mmcv imports its writer only when the run
+    starts, so check here that one is installed rather than fail the trial then.
     """
     import importlib.util
 
+    from search.hooks import TENSORBOARD_PRIORITY
+
     if not any(importlib.util.find_spec(name) for name in ('tensorboardX', 'tensorboard')):
         return None
-    return dict(type='TensorboardLoggerHook', log_dir=str(log_dir))
+    return dict(type='TrialTensorboardHook', log_dir=str(log_dir), interval=int(interval), ignore_last=False,
+                priority=TENSORBOARD_PRIORITY)

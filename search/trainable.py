@@ -54,14 +54,11 @@ def train_mmdet(cfg, work_dir: Path, checkpoint=None) -> None:
     import dyncomponents  # noqa: F401  (registers the plugins)
     import search.hooks  # noqa: F401  (registers the search's hooks)
     from search.hooks import CHECKPOINT_FILE, REPORT_PRIORITY
-    from search.monitoring import tensorboard_logger
+    from search.monitoring import tensorboard_hook
 
     work_dir.mkdir(parents=True, exist_ok=True)
     cfg = cfg.copy()
     cfg.work_dir = str(work_dir)
-    tensorboard = tensorboard_logger(work_dir / 'tf_logs')
-    if tensorboard and cfg.get('log_config'):  # search-only: the dumped trial_config.py does not carry it
-        cfg.log_config = dict(cfg.log_config, hooks=list(cfg.log_config.get('hooks', [])) + [tensorboard])
     cfg.checkpoint_config = None  # TuneReportHook checkpoints every epoch into Tune's storage
     cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
         dict(type='TrialLearningRateHook', lr=cfg.optimizer.lr, priority='HIGHEST'),
@@ -69,6 +66,9 @@ def train_mmdet(cfg, work_dir: Path, checkpoint=None) -> None:
         dict(type='EpochCostHook', priority='VERY_HIGH'),
         dict(type='TuneReportHook', priority=REPORT_PRIORITY),
     ]
+    tensorboard = tensorboard_hook(work_dir / 'tf_logs', cfg.get('log_config', {}).get('interval', 10))
+    if tensorboard:  # search-only, like the hooks above: the dumped trial_config.py does not carry them
+        cfg.custom_hooks.append(tensorboard)
     if checkpoint is not None:
         local = work_dir / 'resume_from.pth'
         with checkpoint.as_directory() as folder:

@@ -1,0 +1,67 @@
+"""The exported best_config.py trains with MMDetection's own tools/train.py, outside DynTune's code."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_search_for_test
+
+SEARCH_ONLY_HOOKS = ('TuneReportHook', 'EpochCostHook', 'FiniteLossHook', 'TrialLearningRateHook',
+                     'TensorboardLoggerHook')
+
+
+@pytest.fixture(scope='module')
+def best_export(ray_session, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('export_tools')
+    spec, summary = run_search_for_test(['space=baseline', 'smoke=true', 'experiment.name=exp'], tmp)
+    assert summary['num_failed'] == 0
+    return tmp / 'exp' / 'best'
+
+
+def test_best_config_carries_no_search_only_hooks(best_export):
+    text = (best_export / 'best_config.py').read_text()
+    assert "custom_imports = dict(imports=['dyncomponents'], allow_failed_imports=False)" in text
+    for hook in SEARCH_ONLY_HOOKS:
+        assert hook not in text, hook
+
+
+def test_trial_writes_tensorboard_logs(best_export):
+    """Each trial's mmdet run logs losses and evaluation for TensorBoard in <trial>/mmdet/tf_logs."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = list(best_export.parent.glob('train_trial_*/mmdet/tf_logs'))
+    assert len(logs) == 2
+    for log_dir in logs:  # an early-stopped trial too: its logs are flushed before Tune ends it
+        events = EventAccumulator(str(log_dir)).Reload()
+        assert {'train/loss', 'learning_rate', 'val/bbox_mAP'} <= set(events.Tags()['scalars']), log_dir
+        rows = [json.loads(line) for line in (log_dir.parents[1] / 'result.json').read_text().splitlines()]
+        assert len(events.Scalars('train/loss')) >= len(rows)  # each epoch's last iterations are logged
+        # mmdet logs no evaluation when a model predicts nothing; Tune then gets bbox_mAP 0.0.
+        logged = [round(e.value, 4) for e in events.Scalars('val/bbox_mAP')]
+        assert logged == [round(r['bbox_mAP'], 4) for r in rows if r['bbox_mAP'] > 0]  # the last epoch's too
+
+
+@pytest.mark.slow
+def test_mmdet_tools_train_trains_the_exported_config(best_export, tmp_path):
+    import mmdet
+
+    train_py = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py'
+    if not train_py.is_file():
+        pytest.skip(f'this mmdet install ships no {train_py}')
+    work_dir = tmp_path / 'work'
+    # The repository on PYTHONPATH is what "installed" means for custom_imports=['dyncomponents'].
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]),
+               OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, str(train_py), str(best_export / 'best_config.py'), '--work-dir', str(work_dir),
+         '--cfg-options', 'runner.max_epochs=1', 'data.workers_per_gpu=0', 'log_config.interval=1',
+         'evaluation.interval=1'],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    checkpoint = work_dir / 'epoch_1.pth'
+    assert checkpoint.is_file() and checkpoint.stat().st_size > 100_000
+    log = next(work_dir.glob('*.log')).read_text()
+    assert 'Epoch(val) [1]' in log and 'bbox_mAP' in log  # it evaluated with mmdet's CocoDataset metric too
