@@ -149,8 +149,9 @@ def init_ray(spec: SearchSpec) -> None:
     if address:
         context = ray.init(address=address, log_to_driver=log_to_driver)
     else:
-        context = ray.init(num_cpus=os.cpu_count(), num_gpus=_local_gpus(), _node_ip_address=LOOPBACK,
-                           log_to_driver=log_to_driver, **dashboard)
+        # address='local': a new Ray even when `ray start` left a cluster registered on this machine.
+        context = ray.init(address='local', num_cpus=os.cpu_count(), num_gpus=_local_gpus(),
+                           _node_ip_address=LOOPBACK, log_to_driver=log_to_driver, **dashboard)
     url = getattr(context, 'dashboard_url', None)
     if url and (address or dashboard['include_dashboard']):
         # A joined cluster's dashboard listens where that cluster put it, not on ray.dashboard_host.
