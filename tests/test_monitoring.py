@@ -247,3 +247,23 @@ def test_trials_publish_live_ray_gauges_and_finish(live_search):
     assert live_search.finish() == 0, live_search.output()[-3000:]
     summary = json.loads((live_search.experiment / 'summary.json').read_text())
     assert summary['num_trials'] == 2 and summary['num_failed'] == 0
+
+
+@pytest.mark.parametrize('override, on', [([], True), (['dashboard=false'], False), (['ray.dashboard=false'], False)])
+def test_dashboard_switch_and_its_alias(override, on):
+    from search.config import compose_config
+    from search.monitoring import dashboard_installed, dashboard_options
+    from search.spec import build_spec
+
+    spec = build_spec(compose_config(['space=baseline', 'smoke=true', *override]), dry_run=False)
+    options = dashboard_options(spec.ray['dashboard'], spec.ray['dashboard_host'])
+    assert options == dict(include_dashboard=on and dashboard_installed(), dashboard_host='127.0.0.1')
+
+
+def test_a_dashboard_beyond_loopback_prints_what_it_exposes():
+    from search.monitoring import dashboard_banner
+
+    assert len(dashboard_banner('127.0.0.1:8265', '127.0.0.1')) == 2
+    assert len(dashboard_banner('localhost:8265', 'localhost')) == 2
+    warning = dashboard_banner('10.0.0.5:8265', '0.0.0.0')[-1]
+    assert warning.startswith('WARNING: ray.dashboard_host=0.0.0.0 exposes the Ray dashboard') and '8265' in warning
