@@ -159,16 +159,20 @@ def param_importance(records: list[TrialRecord], space: dict, mode: str) -> tupl
     if not keys:
         return None, 'skipped: no parameter took more than one value across the finished trials'
     distributions = {k: _optuna_distribution(space.get(k), [r.params[k] for r in used]) for k in keys}
-    study = optuna.create_study(direction='maximize' if mode == 'max' else 'minimize')
-    for r in used:
-        study.add_trial(optuna.trial.create_trial(
-            params={k: _optuna_value(r.params[k], distributions[k]) for k in keys},
-            distributions=distributions, value=r.best))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created" in the search's output
     try:
+        study = optuna.create_study(direction='maximize' if mode == 'max' else 'minimize')
+        for r in used:
+            study.add_trial(optuna.trial.create_trial(
+                params={k: _optuna_value(r.params[k], distributions[k]) for k in keys},
+                distributions=distributions, value=r.best))
         importances = optuna.importance.get_param_importances(
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     except (ValueError, RuntimeError) as err:  # e.g. every trial scored the same
         return None, f'skipped: Optuna could not evaluate importance ({err})'
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     return dict(importances), ''
 
 
@@ -333,9 +337,11 @@ def _pareto(trials: list[_Trial], objectives: list[str], mode: str, plots: Path)
     if len(objectives) != 2:
         return None, f'drawn for two objectives; this search has {len(objectives)}: {", ".join(objectives)}'
     directions = [mode, 'min']  # the first objective in the search's mode, the rest minimised (config.yaml)
-    scored = [t for t in trials if t.rows and all(_finite(t.rows[-1].get(o)) for o in objectives)]
+    # A failed or unfinished trial's last result is not a trade-off the search can offer.
+    scored = [t for t in trials if t.record.status in ('completed', 'stopped') and t.rows
+              and all(_finite(t.rows[-1].get(o)) for o in objectives)]
     if not scored:
-        return None, f'no trial reported both {objectives[0]} and {objectives[1]}'
+        return None, f'no finished trial reported both {objectives[0]} and {objectives[1]}'
     points = [tuple(float(t.rows[-1][o]) for o in objectives) for t in scored]
     optimal = pareto_front(points, directions)
     fig, axes = _figure()
@@ -351,7 +357,7 @@ def _pareto(trials: list[_Trial], objectives: list[str], mode: str, plots: Path)
     _legend(ax, trials)
     names = ', '.join(t.record.trial_id for t, opt in zip(scored, optimal) if opt)
     return _save(fig, plots, 'pareto.png',
-                 f'Each trial\'s last reported {objectives[0]} against its {objectives[1]}; '
+                 f'Each finished trial\'s last reported {objectives[0]} against its {objectives[1]}; '
                  f'Pareto-optimal: {names}.'), ''
 
 
