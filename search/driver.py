@@ -41,6 +41,7 @@ def run_search(spec: SearchSpec) -> dict:
     summary = export_experiment(spec.experiment_path, wall_seconds=time.time() - started)
     if spec.finalize_top_k:
         summary = _finalize(spec, trial_spec, summary, started)
+    _report(spec.experiment_path)
     print(f'DynTune: {summary["num_trials"]} trials, best {spec.metric} = '
           f'{(summary["best"] or {}).get(spec.metric)} -> {spec.experiment_path / "best"}')
     return summary
@@ -73,6 +74,17 @@ def _tuner(spec: SearchSpec, trial_spec, scheduler, search_alg, param_space):
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=int(spec.ray.get('verbose', 1))),
     )
+
+
+def _report(experiment: Path) -> None:
+    """Write report.html; the results are already on disk, so a plotting failure only warns."""
+    from search.report import write_report
+
+    try:
+        print(f'DynTune report: {write_report(experiment)}')
+    except Exception as err:  # noqa: BLE001  (matplotlib or optuna trouble must not hide finished results)
+        print(f'DynTune: the report could not be written ({type(err).__name__}: {err}); '
+              f'retry with python search/report.py {experiment}')
 
 
 def _finalize(spec: SearchSpec, trial_spec, summary: dict, started: float) -> dict:

@@ -24,13 +24,19 @@ _COMPUTE_KEY = 'dyntune_compute_seconds'  # cumulative training seconds, kept in
 
 
 class _PeakMemory:
-    """Peak resident memory of this process (CPU) or peak allocated CUDA memory, in MiB, over a window."""
+    """Peak resident memory of this process (CPU) or peak allocated CUDA memory, in MiB, over a window.
+
+    On Linux the kernel keeps the peak itself: writing 5 to /proc/self/clear_refs resets it to the
+    current size and VmHWM in /proc/self/status reads it, so no thread competes with training for
+    the interpreter lock. Elsewhere a thread samples the resident size every ``interval`` seconds.
+    """
 
     def __init__(self, interval: float = 0.05):
         self.interval = interval
         self._peak = 0
         self._stop = threading.Event()
         self._thread = None
+        self._kernel = False
 
     def start(self) -> None:
         import torch
@@ -38,6 +44,13 @@ class _PeakMemory:
         self._cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
         if self._cuda:
             torch.cuda.reset_peak_memory_stats()
+            return
+        try:
+            Path('/proc/self/clear_refs').write_text('5')
+            self._kernel = _kernel_peak_kib() is not None
+        except OSError:
+            self._kernel = False
+        if self._kernel:
             return
         import psutil
 
@@ -57,9 +70,22 @@ class _PeakMemory:
             import torch
 
             return torch.cuda.max_memory_allocated() / 2**20
+        if self._kernel:
+            return _kernel_peak_kib() / 1024
         self._stop.set()
         self._thread.join()
         return self._peak / 2**20
+
+
+def _kernel_peak_kib() -> int | None:
+    """VmHWM (peak resident set) of this process in KiB, or None where /proc does not give it."""
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 @HOOKS.register_module()

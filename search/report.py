@@ -56,36 +56,10 @@ class _Figure:
 
 
 def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[bool]:
-    """Which points are Pareto-optimal (not dominated by any other point).
+    """Which points are Pareto-optimal; the same rule as trials.csv's ``pareto`` column."""
+    from search.results import pareto_optimal
 
-    A point dominates another when it is at least as good in every objective and strictly better
-    in one. Equal points do not dominate each other, so duplicates of an optimal point are all optimal.
-
-    Args:
-        points (Sequence[Sequence[float]]): one tuple of objective values per candidate.
-        directions (Sequence[str]): ``'max'`` or ``'min'`` per objective.
-
-    Returns:
-        list[bool]: ``True`` at the index of each Pareto-optimal point.
-
-    Example:
-        >>> pareto_front([(0.5, 10.0), (0.4, 5.0), (0.3, 8.0)], ['max', 'min'])
-        [True, True, False]
-    """
-    for direction in directions:
-        if direction not in ('max', 'min'):
-            raise ValueError(f"directions must be 'max' or 'min', got {direction!r}")
-    signs = [1.0 if d == 'max' else -1.0 for d in directions]
-    oriented = []
-    for point in points:
-        if len(point) != len(directions):
-            raise ValueError(f'each point needs {len(directions)} values (one per direction), got {tuple(point)}')
-        oriented.append([s * float(v) for s, v in zip(signs, point)])  # larger is better in every objective
-
-    def dominates(a, b):
-        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
-
-    return [not any(dominates(other, p) for other in oriented if other is not p) for p in oriented]
+    return pareto_optimal(points, directions)
 
 
 def write_report(experiment: Path) -> Path:

@@ -90,18 +90,34 @@ def _result_rows(path: Path) -> list[dict]:
     return rows
 
 
-def pareto_optimal(points: list[tuple[float, ...]], modes: tuple[str, ...]) -> list[bool]:
+def pareto_optimal(points: list[tuple[float, ...]], modes) -> list[bool]:
     """For each point, whether no other point is at least as good in every objective and better in one.
 
-    ``modes`` gives ``max`` or ``min`` per objective. Equal points are all optimal.
+    Args:
+        points (list[tuple[float, ...]]): one tuple of objective values per candidate.
+        modes (Sequence[str]): ``'max'`` or ``'min'`` per objective.
+
+    Returns:
+        list[bool]: ``True`` at the index of each Pareto-optimal point; equal points are all optimal.
+
+    Example:
+        >>> pareto_optimal([(0.5, 10.0), (0.4, 5.0), (0.3, 8.0)], ['max', 'min'])
+        [True, True, False]
     """
+    for mode in modes:
+        if mode not in ('max', 'min'):
+            raise ValueError(f"modes must be 'max' or 'min', got {mode!r}")
     signs = [1.0 if m == 'max' else -1.0 for m in modes]
-    oriented = [tuple(s * v for s, v in zip(signs, p)) for p in points]
+    oriented = []
+    for point in points:
+        if len(point) != len(modes):
+            raise ValueError(f'each point needs {len(modes)} values (one per objective), got {tuple(point)}')
+        oriented.append([s * float(v) for s, v in zip(signs, point)])  # larger is better in every objective
 
     def dominates(a, b):
         return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 
-    return [not any(dominates(other, p) for other in oriented) for p in oriented]
+    return [not any(dominates(other, p) for other in oriented if other is not p) for p in oriented]
 
 
 def mark_pareto(records: list[TrialRecord], objectives: tuple[str, ...], modes: tuple[str, ...]) -> list[TrialRecord]:

@@ -27,6 +27,7 @@ def test_summary_and_trials_csv(smoke_experiment):
     assert summary['space'] == 'baseline' and summary['num_trials'] == 2 and summary['num_failed'] == 0
     assert set(summary['best']) == {'trial_id', 'params', 'bbox_mAP', 'epoch'}
     assert json.loads((folder / 'summary.json').read_text()) == json.loads(json.dumps(summary, default=str))
+    assert (folder / 'report.html').is_file()  # every search ends with its report
     lines = (folder / 'trials.csv').read_text().splitlines()
     assert lines[0].startswith('trial_id,status,epochs,bbox_mAP_final,bbox_mAP_best')
     statuses = [line.split(',')[1] for line in lines[1:]]
