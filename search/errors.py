@@ -1,4 +1,5 @@
-"""The one exception type for bad user input."""
+"""The one exception type for bad user input, and the small checks that raise it."""
+import math
 
 
 class UsageError(ValueError):
@@ -18,3 +19,13 @@ def reject_unknown_options(what: str, options: dict, allowed: set) -> None:
     extra = set(options) - set(allowed)
     if extra:
         raise UsageError(f"{what} has no option(s) {sorted(extra)}; allowed: {sorted(allowed) or 'none'}")
+
+
+def is_number(value) -> bool:
+    """A finite int or float (not a bool; an int too large for a float is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

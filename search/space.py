@@ -6,14 +6,13 @@ Converting a distribution to Ray Tune is a pure function (:func:`to_tune`) so te
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from search.errors import UsageError
+from search.errors import UsageError, is_number as _is_number
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / 'spaces'
 SPACE_KEYS = {'description', 'overrides', 'mmdet', 'params'}
@@ -126,15 +125,6 @@ def to_tune(dist: Distribution, grid: bool = False):
     if dist.kind == 'loguniform':
         return tune.loguniform(*dist.args)
     return tune.randint(dist.args[0], dist.args[1] + 1)  # Ray's upper bound is exclusive
-
-
-def _is_number(value) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer too large for a float
-        return False
 
 
 def _freeze(value):

@@ -7,13 +7,12 @@ run that writes the lowest value of every parameter into the trial config and bu
 from __future__ import annotations
 
 import datetime
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from search.errors import UsageError
+from search.errors import UsageError, is_number as _is_number
 from search.mmdet_config import build_base_config, build_trial_config, get_path
 from search.space import Distribution, Space, load_space
 
@@ -350,12 +349,3 @@ def _bool(raw: dict, key: str) -> bool:
     if not isinstance(value, bool):
         raise UsageError(f'{key} must be true or false, got {value!r}')
     return value
-
-
-def _is_number(value) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer too large for a float
-        return False

@@ -6,11 +6,10 @@ fix; a dataset that passes builds in mmdet's ``CocoDataset`` without surprises.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.errors import UsageError
+from search.errors import UsageError, is_number as _is_number
 
 IMAGE_KEYS = ('id', 'file_name', 'width', 'height')
 ANNOTATION_KEYS = ('id', 'image_id', 'category_id', 'bbox')
@@ -162,15 +161,6 @@ def _check_annotations(path: Path, annotations: list, sizes: dict, category_ids:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer too large for a float
-        return False
 
 
 def _is_file(file: Path) -> bool:
