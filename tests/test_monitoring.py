@@ -58,11 +58,17 @@ class LiveSearch:
         self.folder = folder
         self.log = folder / 'run.log'
         self.experiment = folder / 'mon'
-        cmd = [sys.executable, '-u', 'search/run.py', 'space=baseline', 'smoke=true', f'experiment.dir={folder}',
+        # Tiny but long enough (6 epochs, no early stopping) that the dashboard, the browser and the
+        # metrics scrape see the trials alive on a quiet machine, where a 2-epoch smoke search ends in
+        # seconds; Ray exports metrics every second instead of every 10.
+        cmd = [sys.executable, '-u', 'search/run.py', 'space=baseline', 'scheduler=fifo', 'num_samples=2',
+               'max_epochs=6', 'data.num_train=16', 'data.num_val=8', 'data.min_size=128', 'data.max_size=160',
+               'train.img_scale=[160,160]', 'train.warmup_iters=5', f'experiment.dir={folder}',
                'experiment.name=mon', 'ray.verbose=0']
         self._log_file = self.log.open('w')
+        env = dict(os.environ, RAY_metrics_report_interval_ms='1000')
         self.process = subprocess.Popen(cmd, cwd=REPO, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+                                        start_new_session=True, env=env)
         match = _wait(lambda: re.search(r'^Ray dashboard: (http://\S+)$', self.output(), re.M) or self._died(),
                       180, 'the dashboard address on stdout')
         self.url = match.group(1)
