@@ -13,7 +13,14 @@ def _build_resizer(resizer):
 
 
 class _DyRAMixin:
-    """Shared DyRA plumbing: building the resizer, resizing the batch, refusing aug_test."""
+    """Shared DyRA plumbing: building the resizer, resizing the batch, refusing aug_test.
+
+    First in each detector's bases, so its ``__init__`` takes ``resizer`` and passes the rest on.
+    """
+
+    def __init__(self, *args, resizer=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.resizer = _build_resizer(resizer)
 
     def _resize(self, img, img_metas, gt_bboxes=None, gt_bboxes_ignore=None):
         return self.resizer.resize_batch(img, img_metas, gt_bboxes, gt_bboxes_ignore)
@@ -58,10 +65,6 @@ class DyRARetinaNet(_DyRASingleStage, RetinaNet):
         **kwargs: ``RetinaNet`` arguments.
     """
 
-    def __init__(self, *args, resizer=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.resizer = _build_resizer(resizer)
-
     def _positives(self, outs, r, gt_labels):
         return anchor_head_positives(self.bbox_head, outs[0], outs[1], r['gt_bboxes'], r['img_metas'],
                                      gt_labels, r['gt_bboxes_ignore'])
@@ -75,10 +78,6 @@ class DyRAFCOS(_DyRASingleStage, FCOS):
         resizer (dict): :class:`DynamicResizer` arguments (``type`` optional). Default: {}.
         **kwargs: ``FCOS`` arguments.
     """
-
-    def __init__(self, *args, resizer=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.resizer = _build_resizer(resizer)
 
     def _positives(self, outs, r, gt_labels):
         return fcos_head_positives(self.bbox_head, outs[0], outs[1], r['gt_bboxes'], gt_labels)
@@ -95,10 +94,6 @@ class DyRAFasterRCNN(_DyRAMixin, FasterRCNN):
         resizer (dict): :class:`DynamicResizer` arguments (``type`` optional). Default: {}.
         **kwargs: ``FasterRCNN`` arguments.
     """
-
-    def __init__(self, *args, resizer=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.resizer = _build_resizer(resizer)
 
     def forward_train(self, img, img_metas, gt_bboxes, gt_labels, gt_bboxes_ignore=None,
                       gt_masks=None, proposals=None, **kwargs):
