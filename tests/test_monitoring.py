@@ -177,7 +177,15 @@ class Chromium:
                                  session=False)['sessionId']
 
     def evaluate(self, expression: str):
-        return self.send('Runtime.evaluate', {'expression': expression, 'returnByValue': True})['result'].get('value')
+        # The dashboard reloads itself after sign-in; an evaluation caught by the reload is retried.
+        for attempt in range(10):
+            try:
+                return self.send('Runtime.evaluate', {'expression': expression,
+                                                      'returnByValue': True})['result'].get('value')
+            except RuntimeError as err:
+                if 'navigated or closed' not in str(err) or attempt == 9:
+                    raise
+                time.sleep(0.5)
 
     def text(self) -> str:
         return self.evaluate('document.body ? document.body.innerText : ""') or ''
