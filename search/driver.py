@@ -72,8 +72,17 @@ def _tuner(spec: SearchSpec, trial_spec, scheduler, search_alg, param_space):
                                                     checkpoint_score_attribute=spec.metric,
                                                     checkpoint_score_order=spec.mode),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            verbose=int(spec.ray.get('verbose', 1))),
+            stop=_budget_stopper(spec), verbose=int(spec.ray.get('verbose', 1))),
     )
+
+
+def _budget_stopper(spec: SearchSpec):
+    if spec.search_budget_s is None:
+        return None
+    from search.results import trial_seconds
+    from search.stoppers import SearchBudgetStopper
+
+    return SearchBudgetStopper(spec.search_budget_s, spent=trial_seconds(spec.experiment_path) if spec.resume else None)
 
 
 def _report(experiment: Path) -> None:

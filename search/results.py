@@ -69,6 +69,13 @@ def load_records(experiment: Path, metric: str, mode: str) -> list[TrialRecord]:
     return sorted(records, key=lambda r: r.trial_id)
 
 
+def trial_seconds(experiment: Path) -> dict[str, float]:
+    """Trial id -> its last reported ``time_total_s``, for every trial of the experiment folder."""
+    return {state['trial_id']: float((_result_rows(experiment / state['relative_logdir'] / 'result.json') or [{}])[-1]
+                                     .get('time_total_s', 0.0))
+            for state, _ in _trial_states(experiment)}
+
+
 def _trial_states(experiment: Path) -> list[tuple[dict, dict]]:
     states = sorted(experiment.glob('experiment_state-*.json'), key=lambda p: p.stat().st_mtime)
     if not states:

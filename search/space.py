@@ -55,12 +55,27 @@ def available_spaces() -> list[str]:
     return sorted(p.stem for p in SPACES_DIR.glob('*.yaml'))
 
 
+def is_space_file(name: str) -> bool:
+    """``space=`` names a file (``my_space.yaml``, ``runs/x.yml``) rather than one of ``spaces/``."""
+    return name.endswith(('.yaml', '.yml'))
+
+
 def load_space(name: str) -> Space:
-    """Load and check ``spaces/<name>.yaml``; any problem is a :class:`UsageError`."""
-    names = available_spaces()
-    if name not in names:
-        raise UsageError(f"unknown space '{name}': choose one of {', '.join(names)} (files in {SPACES_DIR})")
-    path = SPACES_DIR / f'{name}.yaml'
+    """Load and check ``spaces/<name>.yaml``, or the space file at path ``name`` (ending in .yaml or .yml).
+
+    Any problem is a :class:`UsageError`.
+    """
+    if is_space_file(name):  # a user's own space outside the repo
+        path = Path(name).expanduser().resolve()
+        if not path.is_file():
+            raise UsageError(f'space file {path} does not exist')
+        name = path.stem
+    else:
+        names = available_spaces()
+        if name not in names:
+            raise UsageError(f"unknown space '{name}': choose one of {', '.join(names)} (files in {SPACES_DIR}),"
+                             f" or give the path of a .yaml file")
+        path = SPACES_DIR / f'{name}.yaml'
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:

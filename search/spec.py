@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from search.errors import UsageError, is_number as _is_number
 from search.mmdet_config import build_base_config, build_trial_config, get_path
-from search.space import Distribution, Space, load_space
+from search.space import Distribution, Space, is_space_file, load_space
 
 # What smoke=true changes: a complete search small enough for tests and a first try (docs: README).
 SMOKE = dict(num_samples=2, max_epochs=2, img_scale=[160, 160], num_train=16, num_val=8, min_size=128,
@@ -57,6 +57,7 @@ class SearchSpec:
     finalize_top_k: int
     finalize_seeds: int
     max_concurrent_trials: int | None
+    search_budget_s: float | None
     max_failures: int
     num_to_keep: int
     experiment_dir: Path
@@ -97,6 +98,8 @@ def build_spec(cfg: DictConfig, *, dry_run: bool = True) -> SearchSpec:
         raw['train']['img_scale'] = SMOKE['img_scale']
         raw['train']['warmup_iters'] = SMOKE['warmup_iters']
     space = load_space(str(raw['space']))
+    if is_space_file(str(raw['space'])):  # so resume=true finds it from any directory
+        raw['space'] = str(Path(str(raw['space'])).expanduser().resolve())
     params = dict(space.params)
     if smoke and MAX_EPOCHS_PATH in params:
         params[MAX_EPOCHS_PATH] = Distribution('choice', (SMOKE['max_epochs'],))
@@ -128,6 +131,9 @@ def build_spec(cfg: DictConfig, *, dry_run: bool = True) -> SearchSpec:
     if max_concurrent is not None:
         max_concurrent = _int(raw, 'max_concurrent_trials', low=1)
 
+    search_budget = raw.get('search_budget_s')
+    if search_budget is not None:
+        search_budget = _number(raw, 'search_budget_s', low=0, strict=True)
     _int(raw, 'seed', low=0)
     dataset = _dataset(raw['data'], smoke)
     base = build_base_config(
@@ -157,7 +163,8 @@ def build_spec(cfg: DictConfig, *, dry_run: bool = True) -> SearchSpec:
         num_samples=num_samples, max_epochs=max_epochs, metric=metric, mode=mode,
         seed=int(raw['seed']), objectives=objectives, objective_modes=objective_modes, budget=budget,
         schedule_aware=_bool(raw, 'schedule_aware'), finalize_top_k=_int(finalize, 'top_k', low=0, where='finalize.'),
-        finalize_seeds=_int(finalize, 'seeds', low=1, where='finalize.'), max_concurrent_trials=max_concurrent, max_failures=_int(raw, 'max_failures', low=0),
+        finalize_seeds=_int(finalize, 'seeds', low=1, where='finalize.'), max_concurrent_trials=max_concurrent,
+        search_budget_s=search_budget, max_failures=_int(raw, 'max_failures', low=0),
         num_to_keep=_int(raw['checkpoint'], 'num_to_keep', low=1, where='checkpoint.'), experiment_dir=exp_dir,
         experiment_name=str(name), resume=resume, ray=ray_cfg, pack_gpus=pack_gpus, smoke=smoke, config=raw)
 

@@ -167,6 +167,9 @@ def test_space_sampling_no_or_negative_epochs(epochs, spaces, exp_dir, dataset):
     ('cpus_per_trial=0', 'cpus_per_trial must be a number > 0'),
     ('mode=maximum', "mode must be max or min, got 'maximum'"),
     ('data.root=[a,b]', 'data.root must be a path'),
+    ('search_budget_s=0', 'search_budget_s must be a number > 0, got 0'),
+    ('search_budget_s=soon', "search_budget_s must be a number > 0, got 'soon'"),
+    ('space=no/such/space.yaml', 'space file'),
 ])
 def test_invalid_number_in_the_config(override, message, exp_dir, dataset):
     assert message in spec_error(['data=coco', f'data.root={dataset}', override], exp_dir)

@@ -63,3 +63,15 @@ def test_every_space_file_loads(name):
     space = load_space(name)
     assert space.description, f'spaces/{name}.yaml needs a description'
     assert space.params, f'spaces/{name}.yaml samples nothing'
+
+
+def test_a_space_file_outside_the_repo_loads_by_path(tmp_path, monkeypatch):
+    (tmp_path / 'mine.yaml').write_text('description: my own\nparams:\n  optimizer.lr: {choice: [0.01, 0.02]}\n')
+    monkeypatch.chdir(tmp_path)
+    space = load_space('mine.yaml')
+    assert space.name == 'mine' and space.params == {'optimizer.lr': Distribution('choice', (0.01, 0.02))}
+
+
+def test_a_missing_space_file_is_one_usage_error(tmp_path):
+    with pytest.raises(UsageError, match='does not exist'):
+        load_space(str(tmp_path / 'nothing.yml'))

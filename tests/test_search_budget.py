@@ -1,0 +1,34 @@
+"""``search_budget_s`` ends a real search once its trials together used the budget; a space given by path."""
+import yaml
+
+from conftest import run_search_for_test
+from search.results import load_records
+from search.stoppers import SearchBudgetStopper
+
+SPACE = """description: a space file kept outside the repo
+params:
+  optimizer.lr: {choice: [0.01, 0.02]}
+"""
+
+
+def test_the_stopper_sums_each_trials_latest_time():
+    stopper = SearchBudgetStopper(10.0, spent={'done': 4.0})
+    assert not stopper('a', {'time_total_s': 3.0}) and not stopper.stop_all()
+    stopper('a', {'time_total_s': 5.5})  # cumulative: replaces a's 3.0, not added to it
+    assert stopper.used_s == 9.5 and not stopper.stop_all()
+    stopper('b', {'time_total_s': 0.5})
+    assert stopper.stop_all()
+
+
+def test_a_search_ends_at_its_budget(ray_session, tmp_path):
+    space_file = tmp_path / 'my_space.yaml'
+    space_file.write_text(SPACE)
+    # Smoke trials are 2 epochs each; a 1 s budget is used up by the first epoch reported.
+    spec, summary = run_search_for_test([f'space={space_file}', 'smoke=true', 'search_budget_s=1',
+                                         'scheduler=fifo', 'experiment.name=budget'], tmp_path)
+    assert spec.space.name == 'my_space'
+    saved = yaml.safe_load((spec.experiment_path / 'search_config.yaml').read_text())
+    assert saved['space'] == str(space_file) and saved['search_budget_s'] == 1
+    records = load_records(spec.experiment_path, 'bbox_mAP', 'max')
+    assert max(r.epochs for r in records) == 1, [(r.trial_id, r.epochs) for r in records]
+    assert all(r.status == 'stopped' for r in records if r.epochs)
