@@ -70,7 +70,7 @@ def write_report(experiment: Path) -> Path:
     """
     experiment = Path(experiment).resolve()
     config = _search_config(experiment)
-    from search.results import _result_rows, load_records
+    from search.results import result_rows, load_records
 
     metric, mode = str(config['metric']), str(config['mode'])
     records = load_records(experiment, metric, mode)
@@ -79,7 +79,7 @@ def write_report(experiment: Path) -> Path:
     for old in plots.glob('*.png'):  # a plot of an earlier report that this one may not draw
         old.unlink()
     colors = _colors(len(records))
-    trials = [_Trial(r, _result_rows(Path(r.path) / 'result.json'), colors[i]) for i, r in enumerate(records)]
+    trials = [_Trial(r, result_rows(Path(r.path) / 'result.json'), colors[i]) for i, r in enumerate(records)]
 
     sections = []
     if trials:

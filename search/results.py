@@ -45,7 +45,7 @@ def load_records(experiment: Path, metric: str, mode: str) -> list[TrialRecord]:
     records = []
     for state, metadata in _trial_states(experiment):
         path = experiment / state['relative_logdir']
-        rows = _result_rows(path / 'result.json')
+        rows = result_rows(path / 'result.json')
         scores = [(r[metric], int(r.get('epoch', i + 1))) for i, r in enumerate(rows) if _finite(r.get(metric))]
         best, best_epoch = (None, None)
         if scores:
@@ -69,11 +69,16 @@ def load_records(experiment: Path, metric: str, mode: str) -> list[TrialRecord]:
     return sorted(records, key=lambda r: r.trial_id)
 
 
-def trial_seconds(experiment: Path) -> dict[str, float]:
-    """Trial id -> its last reported ``time_total_s``, for every trial of the experiment folder."""
-    return {state['trial_id']: float((_result_rows(experiment / state['relative_logdir'] / 'result.json') or [{}])[-1]
-                                     .get('time_total_s', 0.0))
+def trial_rows(experiment: Path) -> dict[str, list[dict]]:
+    """Trial id -> every result it reported (``result.json`` rows, oldest first), for each trial of the experiment."""
+    return {state['trial_id']: result_rows(experiment / state['relative_logdir'] / 'result.json')
             for state, _ in _trial_states(experiment)}
+
+
+def trial_seconds(experiment: Path) -> dict[str, float]:
+    """Trial id -> its last reported ``time_total_s`` (0 for a trial that reported nothing)."""
+    return {trial_id: float(rows[-1].get('time_total_s', 0.0)) if rows else 0.0
+            for trial_id, rows in trial_rows(experiment).items()}
 
 
 def _trial_states(experiment: Path) -> list[tuple[dict, dict]]:
@@ -85,7 +90,8 @@ def _trial_states(experiment: Path) -> list[tuple[dict, dict]]:
             for trial, meta in data.get('trial_data', [])]
 
 
-def _result_rows(path: Path) -> list[dict]:
+def result_rows(path: Path) -> list[dict]:
+    """The rows of one trial's ``result.json``; a line cut off by a killed driver is skipped."""
     if not path.is_file():
         return []
     rows = []

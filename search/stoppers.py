@@ -3,8 +3,9 @@
 The budget counts Tune's ``time_total_s`` of every trial (its own wall time: building, training,
 evaluation, checkpoints), summed over trials, so two searches with the same budget spend the same
 compute whatever their scheduler does with it: ASHA spreads it over many short trials, random search
-over a few full ones. Trials still running when the budget is reached are stopped after their
-current epoch's report; everything they reported is kept.
+over a few full ones. Tune asks after every reported result; once the budget is reached it stops
+the trials still running and starts no new one. Everything reported is kept (a stopped trial's
+last checkpoint too), so the budget may be overrun by at most the running trials' unfinished epochs.
 """
 from __future__ import annotations
 
