@@ -12,7 +12,7 @@ import time
 
 import yaml
 
-from search.results import SPEC_FILE
+from search.files import SPEC_FILE
 from search.schedulers import Budget, budget_for, create_scheduler
 from search.search_algs import create_search_alg
 from search.space import to_tune

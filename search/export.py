@@ -21,11 +21,11 @@ if __name__ == '__main__':  # run as a script: import the package from the repo 
 import yaml
 
 from search.errors import UsageError
-from search.results import (SPEC_FILE, TrialRecord, best_record, load_records, mark_pareto, write_pareto_csv,
+from search.files import SPEC_FILE, TRIAL_CONFIG
+from search.results import (TrialRecord, best_record, load_records, mark_pareto, write_pareto_csv,
                             write_summary, write_trials_csv)
 from search.spec import objectives_of
 
-TRIAL_CONFIG = 'trial_config.py'
 
 
 def export_trial(record: TrialRecord, out: Path, metric: str) -> Path:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from mmcv.runner import HOOKS, Hook, TensorboardLoggerHook
 
+from search.files import CHECKPOINT_FILE
+
 EVAL_KEYS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
 REPORT_PRIORITY = 80
 TENSORBOARD_PRIORITY = 75
-CHECKPOINT_FILE = 'checkpoint.pth'
 _COMPUTE_KEY = 'dyntune_compute_seconds'  # cumulative training seconds, kept in the checkpoint's hook_msgs
 
 

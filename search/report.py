@@ -27,13 +27,11 @@ if __name__ == '__main__':  # run as a script: import the package from the repo 
 import yaml
 
 from search.errors import UsageError
+from search.files import SPEC_FILE
 
 if TYPE_CHECKING:
     from search.results import TrialRecord
 
-# search.results.SPEC_FILE (a test checks they agree): search.results imports mmcv and torch, which
-# the CLI's error on a wrong folder should not wait for nor print warnings from.
-SPEC_FILE = 'search_config.yaml'
 REPORT_FILE = 'report.html'
 PLOTS_DIR = 'report'
 MIN_IMPORTANCE_TRIALS = 3

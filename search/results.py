@@ -12,9 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from search.hooks import CHECKPOINT_FILE
-
-SPEC_FILE = 'search_config.yaml'  # the composed search config, written by the driver at the start
+from search.files import CHECKPOINT_FILE, SPEC_FILE
 
 
 @dataclass

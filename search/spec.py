@@ -194,7 +194,7 @@ def _resumed_config(raw: dict) -> dict:
     """With resume=true, the search continues with the configuration it was started with."""
     if raw.get('resume') is not True:
         return raw
-    from search.results import SPEC_FILE
+    from search.files import SPEC_FILE
 
     path = Path(str(raw['experiment']['dir'])).expanduser().resolve() / str(raw['experiment'].get('name'))
     saved = path / SPEC_FILE

@@ -11,9 +11,9 @@ import shutil
 import time
 from pathlib import Path
 
+from search.files import TRIAL_CONFIG
 from search.spec import TrialSpec
 
-TRIAL_CONFIG = 'trial_config.py'
 
 
 def train_trial(config: dict, trial_spec: TrialSpec) -> None:
@@ -53,7 +53,8 @@ def train_mmdet(cfg, work_dir: Path, checkpoint=None) -> None:
 
     import dyncomponents  # noqa: F401  (registers the plugins)
     import search.hooks  # noqa: F401  (registers the search's hooks)
-    from search.hooks import CHECKPOINT_FILE, REPORT_PRIORITY
+    from search.files import CHECKPOINT_FILE
+    from search.hooks import REPORT_PRIORITY
     from search.monitoring import tensorboard_hook
 
     work_dir.mkdir(parents=True, exist_ok=True)

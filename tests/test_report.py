@@ -160,10 +160,12 @@ def test_compute_timeline_merges_trials_in_report_order():
     assert compute_timeline(rows, 'm', 'min') == [(10.0, 0.1), (14.0, 0.1), (29.0, 0.1), (29.0, 0.05)]
 
 
-def test_spec_file_name_matches_the_results_module():
-    from search import report, results
-
-    assert report.SPEC_FILE == results.SPEC_FILE
+def test_the_folder_commands_load_without_mmcv_torch_or_ray():
+    # search/report.py and search/export.py first check the folder: a wrong path must not wait for those imports.
+    code = ('import sys, search.report, search.results, search.export; '
+            'print(sorted({m.split(".")[0] for m in sys.modules} & {"mmcv", "mmdet", "torch", "ray"}))')
+    done = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == '[]'
 
 
 def test_cli_rejects_a_folder_that_is_not_an_experiment(tmp_path):
