@@ -49,6 +49,7 @@ def run_search(spec: SearchSpec) -> dict:
 
 def _tuner(spec: SearchSpec, trial_spec, scheduler, search_alg, param_space):
     from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from search.monitoring import named_trainable
     from search.trainable import train_trial
@@ -65,7 +66,9 @@ def _tuner(spec: SearchSpec, trial_spec, scheduler, search_alg, param_space):
         param_space=param_space,
         tune_config=tune.TuneConfig(metric=spec.metric if single else None, mode=spec.mode if single else None,
                                     scheduler=scheduler, search_alg=search_alg, num_samples=spec.num_samples,
-                                    max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=False),
+                                    # a BasicVariantGenerator limits itself (search_algs.py); Tune would warn
+                                    max_concurrent_trials=None if isinstance(search_alg, BasicVariantGenerator)
+                                    else spec.max_concurrent_trials, reuse_actors=False),
         run_config=tune.RunConfig(
             name=spec.experiment_name, storage_path=str(spec.experiment_dir),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep,

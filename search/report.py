@@ -523,6 +523,8 @@ def _trials_table(records: list[TrialRecord], metric: str) -> str:
             *names]
     rows = ['<h2>Trials</h2><table><tr>' + ''.join(f'<th>{e(h)}</th>' for h in head) + '</tr>']
     for r in records:
+        if r.status == 'not started':  # counted in the header; a row each would bury the trials that ran
+            continue
         cells = [r.trial_id, r.status, r.epochs, r.best, r.best_epoch, round(r.train_seconds, 1),
                  *[r.params.get(k, '') for k in keys]]
         rows.append('<tr>' + ''.join(f'<td>{e(_fmt(c))}</td>' for c in cells) + '</tr>')

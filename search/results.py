@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from search.files import CHECKPOINT_FILE, SPEC_FILE
+from search.files import CHECKPOINT_FILE, SPEC_FILE, TRIAL_CONFIG
 
 
 @dataclass
@@ -52,6 +52,8 @@ def load_records(experiment: Path, metric: str, mode: str) -> list[TrialRecord]:
         error = _error_text(path, metadata)
         if state['status'] == 'ERROR':
             status = 'failed'
+        elif not rows and not error and not (path / TRIAL_CONFIG).is_file():
+            status = 'not started'  # a search_budget_s or a stopped search ended before this trial's turn
         elif state['status'] in ('RUNNING', 'PENDING', 'PAUSED'):
             status = 'running'
         else:
@@ -177,6 +179,7 @@ def write_summary(records: list[TrialRecord], path: Path, *, space: str, metric:
     summary = dict(
         space=space, metric=metric, mode=mode, num_trials=len(records),
         num_failed=sum(r.status == 'failed' for r in records),
+        num_not_started=sum(r.status == 'not started' for r in records),
         best=None if best is None else {'trial_id': best.trial_id, 'params': best.params, metric: best.best,
                                         'epoch': best.best_epoch},
         wall_seconds=round(wall_seconds, 2),

@@ -2,7 +2,8 @@
 
 Each entry of :data:`SEARCH_ALGS` takes the section's options (minus ``name``) and the spec and
 rejects unknown options. ``grid`` and ``random`` are Ray's BasicVariantGenerator (the driver turns
-every choice into a grid axis for ``grid``); ``optuna`` is TPE and ``nsga2`` Optuna's NSGA-II over
+every choice into a grid axis for ``grid``), which applies ``max_concurrent_trials`` itself: Tune
+ignores that option for a generator it did not create; ``optuna`` is TPE and ``nsga2`` Optuna's NSGA-II over
 ``objectives``, both through Ray's OptunaSearch.
 """
 from __future__ import annotations
@@ -14,14 +15,14 @@ def _random(options: dict, spec):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     reject_unknown_options('search_alg random', options, set())
-    return BasicVariantGenerator(random_state=spec.seed)
+    return BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.max_concurrent_trials or 0)
 
 
 def _grid(options: dict, spec):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     reject_unknown_options('search_alg grid', options, set())
-    return BasicVariantGenerator(random_state=spec.seed)
+    return BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.max_concurrent_trials or 0)
 
 
 def _optuna(options: dict, spec):

@@ -1,4 +1,5 @@
 """``search_budget_s`` ends a real search once its trials together used the budget; a space given by path."""
+import pytest
 import yaml
 
 from conftest import run_search_for_test
@@ -20,15 +21,22 @@ def test_the_stopper_sums_each_trials_latest_time():
     assert stopper.stop_all()
 
 
-def test_a_search_ends_at_its_budget(ray_session, tmp_path):
+@pytest.mark.parametrize('one_at_a_time, expected', [
+    # 2 CPUs a trial on the session's 2: the second trial waits, created but never started
+    ('cpus_per_trial=2', [('stopped', 1), ('not started', 0)]),
+    # the search algorithm itself holds back: the second trial is never even created
+    ('max_concurrent_trials=1', [('stopped', 1)]),
+])
+def test_a_search_ends_at_its_budget(ray_session, tmp_path, one_at_a_time, expected):
     space_file = tmp_path / 'my_space.yaml'
     space_file.write_text(SPACE)
-    # Smoke trials are 2 epochs each; a 1 s budget is used up by the first epoch reported.
-    spec, summary = run_search_for_test([f'space={space_file}', 'smoke=true', 'search_budget_s=1',
-                                         'scheduler=fifo', 'experiment.name=budget'], tmp_path)
+    # Smoke trials are 2 epochs each; a 1 s budget is used up by the first epoch reported, while the
+    # second trial is still waiting for its turn.
+    spec, summary = run_search_for_test([f'space={space_file}', 'smoke=true', 'search_budget_s=1', 'scheduler=fifo',
+                                         one_at_a_time, 'experiment.name=budget'], tmp_path)
     assert spec.space.name == 'my_space'
     saved = yaml.safe_load((spec.experiment_path / 'search_config.yaml').read_text())
     assert saved['space'] == str(space_file) and saved['search_budget_s'] == 1
     records = load_records(spec.experiment_path, 'bbox_mAP', 'max')
-    assert max(r.epochs for r in records) == 1, [(r.trial_id, r.epochs) for r in records]
-    assert all(r.status == 'stopped' for r in records if r.epochs)
+    assert [(r.status, r.epochs) for r in records] == expected
+    assert summary['num_not_started'] == len(expected) - 1
