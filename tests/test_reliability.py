@@ -44,6 +44,27 @@ def _wait_for_kill_point(folder: Path, driver: subprocess.Popen, timeout: float 
     raise AssertionError('no kill point reached')
 
 
+def test_records_come_from_the_resumed_sessions_state_file_whatever_the_mtimes(tmp_path):
+    """A resumed search copies the first session's state file back last; its records must not win."""
+    from search.results import load_records
+
+    def state(trials):
+        return json.dumps({'trial_data': [[json.dumps(dict(trial_id=t, status=s, relative_logdir=t, config={})),
+                                           json.dumps({'error_filename': None})] for t, s in trials]})
+
+    for trial in ('t0', 't1'):
+        (tmp_path / trial).mkdir()
+        (tmp_path / trial / 'result.json').write_text(json.dumps({'epoch': 1, 'bbox_mAP': 0.1}) + '\n')
+    first = tmp_path / 'experiment_state-2026-12-01_08-14-42.json'
+    resumed = tmp_path / 'experiment_state-2026-12-01_08-15-25.json'
+    resumed.write_text(state([('t0', 'TERMINATED'), ('t1', 'TERMINATED')]))
+    first.write_text(state([('t0', 'RUNNING')]))
+    os.utime(resumed, (1_000_000, 1_000_000))  # older on disk than the first session's file
+    records = load_records(tmp_path, 'bbox_mAP', 'max')
+    assert [r.trial_id for r in records] == ['t0', 't1']
+    assert all(r.status != 'running' for r in records)
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_keeps_finished_trials_and_continues_running_ones(tmp_path):
     args = [sys.executable, str(REPO / 'search' / 'run.py'), *SMALL, f'experiment.dir={tmp_path}', 'experiment.name=k']
