@@ -11,6 +11,10 @@ recipe and ``--epochs`` epochs, ``scheduler=fifo``. The arms' space files are wr
 * ``dynamic_rcnn``: Faster R-CNN, a grid over ``roi_head.type``: mmdet's ``StandardRoIHead`` and
   ``DynamicRCNNRoIHead`` with ``spaces/dynamic_rcnn.yaml``'s paper defaults (IoU threshold and beta
   reported at the end);
+* ``dbf``: RetinaNet + EfficientNet-Lite0 (the default detector) with ``spaces/dbf.yaml``'s freezing hook
+  and the seed's ``StepFreezeSchedule``, a grid over its period rho (``--rhos``; rho=1 trains the
+  backbone every epoch, the same code path with no freezing); reported: bbox_mAP, training seconds and
+  the share of epochs in which the backbone trained (``dbf_trained_fraction``);
 * ``dyra``: RetinaNet with and without DyRA's resizer (``spaces/dyra.yaml``'s defaults), both with its
   ConstCosine LR schedule so the resizer is the only difference. The two detectors take different
   constructor arguments, so they are two one-trial searches, each trial with ``cpus_per_trial=2``.
@@ -33,7 +37,7 @@ from pathlib import Path
 
 import yaml
 from bench_overhead import REPO, load_average, start_search, wait
-from bench_search import write_subset
+from bench_search import add_subset_arguments, start_run
 
 SPACES = REPO / 'spaces'
 
@@ -56,6 +60,12 @@ def dynamic_rcnn_space() -> dict:
                 params={'model.roi_head.type': {'choice': ['StandardRoIHead', 'DynamicRCNNRoIHead']}})
 
 
+def dbf_space(rhos: list[int]) -> dict:
+    hook = dict(shipped('dbf')['mmdet']['custom_hooks'][0], schedule=dict(type='StepFreezeSchedule', rho=1))
+    return dict(description='DBF step freezing across rho', mmdet=dict(custom_hooks=[hook]),
+                params={'custom_hooks[type=DynamicBackboneFreezingHook].schedule.rho': {'choice': rhos}})
+
+
 def dyra_spaces() -> dict[str, dict]:
     space = shipped('dyra')
     without = copy.deepcopy(space['mmdet'])
@@ -64,16 +74,18 @@ def dyra_spaces() -> dict[str, dict]:
             'dyra_retinanet': dict(description='DyRA RetinaNet, defaults', mmdet=space['mmdet'])}
 
 
-def arms(lambdas: list[float]) -> list[tuple[str, str, dict, list[str]]]:
+def arms(lambdas: list[float], rhos: list[int]) -> list[tuple[str, str, dict, list[str]]]:
     """(comparison, search name, space, extra overrides) of every search this benchmark runs."""
     grid = ['search_alg=grid', 'num_samples=1']
     return [('dynamic_head', 'dynamic_head', dynamic_head_space(lambdas), grid),
             ('dynamic_rcnn', 'dynamic_rcnn', dynamic_rcnn_space(), grid),
+            # lr 0.003: the best of bench_search.py's run 1 on this data (lr above 0.01 collapsed there)
+            ('dbf', 'dbf', dbf_space(rhos), [*grid, 'train.lr=0.003']),
             *(('dyra', name, space, ['num_samples=1', 'cpus_per_trial=2']) for name, space in dyra_spaces().items())]
 
 
-COMPONENT_KEYS = ('dhead_gflops_avg', 'dhead_gflops_full', 'dhead_used_ratio', 'drcnn_iou_thr', 'drcnn_beta',
-                  'dyra_eval_sf_mean', 'dyra_eval_sf_std', 'dyra_eval_pixel_ratio')
+COMPONENT_KEYS = ('dbf_trained_fraction', 'dhead_gflops_avg', 'dhead_gflops_full', 'dhead_used_ratio',
+                  'drcnn_iou_thr', 'drcnn_beta', 'dyra_eval_sf_mean', 'dyra_eval_sf_std', 'dyra_eval_pixel_ratio')
 
 
 def trial_results(experiment: Path) -> list[dict]:
@@ -91,32 +103,23 @@ def trial_results(experiment: Path) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--data', type=Path, default=REPO.parent / 'shared' / 'datasets' / 'hrplanes')
-    parser.add_argument('--num-train', type=int, default=200)
-    parser.add_argument('--num-val', type=int, default=100)
-    parser.add_argument('--data-seed', type=int, default=0)
+    add_subset_arguments(parser)
     parser.add_argument('--epochs', type=int, default=6)
     parser.add_argument('--lambdas', type=float, nargs='+', default=[0.0, 0.03, 0.3, 1.0])
+    parser.add_argument('--rhos', type=int, nargs='+', default=[1, 2, 4])
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--only', nargs='+', choices=['dynamic_head', 'dynamic_rcnn', 'dyra'])
+    parser.add_argument('--only', nargs='+', choices=['dynamic_head', 'dynamic_rcnn', 'dbf', 'dyra'])
     parser.add_argument('--work-dir', type=Path, default=REPO / 'experiments' / 'bench')
     parser.add_argument('--out', type=Path, help='JSON of the figures (default: WORK_DIR/components-<time>.json)')
     parser.add_argument('overrides', nargs='*', help='more search overrides for every arm, e.g. train.img_scale=[480,270]')
     args = parser.parse_args(argv)
-    if not (args.data / 'annotations' / 'train.json').is_file():
-        raise SystemExit(f'no COCO dataset at {args.data} (annotations/train.json): pass --data')
-
-    stamp = time.strftime('%Y%m%d-%H%M%S')
-    root = (args.work_dir / f'components-{stamp}').resolve()
-    root.mkdir(parents=True)
-    out = args.out or args.work_dir / f'components-{stamp}.json'
-    data = write_subset(args.data, root / 'data', args.num_train, args.num_val, args.data_seed)
+    root, out, data = start_run(args, 'components')
     common = ['data=coco', f'data.root={data}', f'seed={args.seed}', f'max_epochs={args.epochs}',
               'scheduler=fifo', *args.overrides]
     load_start = load_average()
 
     results: dict[str, list[dict]] = {}
-    for comparison, name, space, extra in arms(args.lambdas):
+    for comparison, name, space, extra in arms(args.lambdas, args.rhos):
         if args.only and comparison not in args.only:
             continue
         space_file = root / f'{name}.yaml'

@@ -7,7 +7,9 @@ the same ``seed`` (so the same sequence of sampled configurations) and the same 
 * ``random``: random search, every trial trained to its full budget (``scheduler=fifo``);
 * ``asha``: Ray's ASHA with rungs in epochs (``scheduler=asha budget=epochs``);
 * ``asha_cost``: cost-aware ASHA, rungs in measured training seconds (``scheduler=asha budget=compute``),
-  so a trial whose schedule makes epochs cheaper (DBF's frozen epochs) reaches each rung later in epochs.
+  so a trial whose schedule makes epochs cheaper (DBF's frozen epochs) reaches each rung later in epochs;
+* ``asha_cost_unaware``: the same without the schedule-aware rule (``schedule_aware=false``), to measure
+  what that rule costs: ASHA may then stop a trial before its schedule went through all its phases.
 
 Each search's curve is its best ``bbox_mAP`` so far against its cumulative compute: every reported result,
 in report order, adds the time its trial used since its previous report. Reported per search: its final
@@ -38,6 +40,7 @@ STRATEGIES = {
     'random': ['scheduler=fifo', 'budget=epochs'],
     'asha': ['scheduler=asha', 'budget=epochs'],
     'asha_cost': ['scheduler=asha', 'budget=compute'],
+    'asha_cost_unaware': ['scheduler=asha', 'budget=compute', 'schedule_aware=false'],
 }
 
 
@@ -57,6 +60,25 @@ def write_subset(source: Path, target: Path, num_train: int, num_val: int, seed:
         coco['annotations'] = [a for a in coco['annotations'] if a['image_id'] in kept]
         (target / 'annotations' / f'{split}.json').write_text(json.dumps(coco))
     return target
+
+
+def add_subset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a benchmark that trains on a fixed subset of a COCO dataset (:func:`write_subset`)."""
+    parser.add_argument('--data', type=Path, default=REPO.parent / 'shared' / 'datasets' / 'hrplanes')
+    parser.add_argument('--num-train', type=int, default=200)
+    parser.add_argument('--num-val', type=int, default=100)
+    parser.add_argument('--data-seed', type=int, default=0)
+
+
+def start_run(args: argparse.Namespace, kind: str) -> tuple[Path, Path, Path]:
+    """(run folder, JSON path, subset dataset folder) of a new ``kind`` run; a missing dataset exits."""
+    if not (args.data / 'annotations' / 'train.json').is_file():
+        raise SystemExit(f'no COCO dataset at {args.data} (annotations/train.json): pass --data')
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    root = (args.work_dir / f'{kind}-{stamp}').resolve()
+    root.mkdir(parents=True)
+    out = args.out or args.work_dir / f'{kind}-{stamp}.json'
+    return root, out, write_subset(args.data, root / 'data', args.num_train, args.num_val, args.data_seed)
 
 
 def compute_curve(experiment: Path, metric: str = 'bbox_mAP') -> list[tuple[float, float]]:
@@ -107,26 +129,16 @@ def plot(curves: dict[str, list[tuple[float, float]]], path: Path, title: str) -
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--space', default='dbf')
-    parser.add_argument('--data', type=Path, default=REPO.parent / 'shared' / 'datasets' / 'hrplanes')
-    parser.add_argument('--num-train', type=int, default=200)
-    parser.add_argument('--num-val', type=int, default=100)
-    parser.add_argument('--data-seed', type=int, default=0)
+    add_subset_arguments(parser)
     parser.add_argument('--budget-s', type=float, default=1800.0, help='search_budget_s of every search')
     parser.add_argument('--num-samples', type=int, default=64, help='more than the budget buys: the budget ends each search')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--strategies', nargs='+', default=list(STRATEGIES), choices=list(STRATEGIES))
+    parser.add_argument('--strategies', nargs='+', default=['random', 'asha', 'asha_cost'], choices=list(STRATEGIES))
     parser.add_argument('--work-dir', type=Path, default=REPO / 'experiments' / 'bench')
     parser.add_argument('--out', type=Path, help='JSON of the figures (default: WORK_DIR/search-<time>.json)')
-    parser.add_argument('overrides', nargs='*', help='more search overrides for all three, e.g. train.img_scale=[480,270]')
+    parser.add_argument('overrides', nargs='*', help='more search overrides for every search, e.g. train.img_scale=[480,270]')
     args = parser.parse_args(argv)
-    if not (args.data / 'annotations' / 'train.json').is_file():
-        raise SystemExit(f'no COCO dataset at {args.data} (annotations/train.json): pass --data')
-
-    stamp = time.strftime('%Y%m%d-%H%M%S')
-    root = (args.work_dir / f'search-{stamp}').resolve()
-    root.mkdir(parents=True)
-    out = args.out or args.work_dir / f'search-{stamp}.json'
-    data = write_subset(args.data, root / 'data', args.num_train, args.num_val, args.data_seed)
+    root, out, data = start_run(args, 'search')
     common = [f'space={args.space}', 'data=coco', f'data.root={data}', f'seed={args.seed}',
               f'num_samples={args.num_samples}', f'search_budget_s={args.budget_s}', *args.overrides]
     load_start = load_average()
