@@ -85,10 +85,10 @@ def _trial_states(experiment: Path) -> list[tuple[dict, dict]]:
     # Ray's own rule (experiment_state._find_newest_experiment_checkpoint): the newest is the greatest
     # name, whose suffix is the session's start time. Not mtime: a resumed search ends by copying every
     # state file of its staging folder back, so the first session's file can look as new as its own.
-    states = sorted(p.name for p in experiment.glob('experiment_state-*.json'))
-    if not states:
+    newest = max(experiment.glob('experiment_state-*.json'), key=lambda p: p.name, default=None)
+    if newest is None:
         return []
-    data = json.loads((experiment / states[-1]).read_text())
+    data = json.loads(newest.read_text())
     return [(json.loads(trial), json.loads(meta) if isinstance(meta, str) else meta)
             for trial, meta in data.get('trial_data', [])]
 
