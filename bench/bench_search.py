@@ -15,7 +15,9 @@ Each search's curve is its best ``bbox_mAP`` so far against its cumulative compu
 in report order, adds the time its trial used since its previous report. Reported per search: its final
 best, and the compute it used until its best so far first reached random search's final best (``None``
 if it never did), also as a fraction of what random search itself needed. Target: cost-aware ASHA gets
-there with at most a third of random search's compute.
+there with at most a third of random search's compute. For scale, the same fraction for an oracle that
+stops every trial drawn before the winner at its first epoch (:func:`early_stopping_floor`): no
+scheduler whose rungs are whole epochs can do better on the same draws.
 
 The dataset is a fixed subset of a COCO-format dataset (``--data``, default ``../shared/datasets/hrplanes``:
 HRPlanesV2 satellite aircraft, 640x360): ``--num-train`` / ``--num-val`` images drawn with ``--data-seed``,
@@ -106,6 +108,28 @@ def compute_to_reach(curve: list[tuple[float, float]], target: float) -> float |
     return next((spent for spent, best in curve if best >= target), None)
 
 
+def early_stopping_floor(experiment: Path, target: float, metric: str = 'bbox_mAP') -> float | None:
+    """The least compute an early-stopping search of the same draws could need to reach ``target``.
+
+    ``experiment`` is a search that trained every trial to its full budget (random search). Trials
+    start in draw order and each reports at least once, so with a one-epoch grace period (the least a
+    rung can be when trials report once an epoch) an oracle scheduler that reaches ``target`` with
+    trial w pays the first report of every trial drawn before w, then w until it reaches ``target``.
+    The floor is the least of that over the trials it trained that reach it; ``None`` if none does.
+    """
+    from search.results import trial_rows
+
+    floor, earlier = None, 0.0
+    for _, rows in sorted(trial_rows(experiment).items()):  # ids end in the zero-padded draw index
+        reached = next((row for row in rows if (row.get(metric) or 0.0) >= target), None)
+        if reached is not None:
+            cost = earlier + float(reached['time_total_s'])
+            floor = cost if floor is None else min(floor, cost)
+        if rows:
+            earlier += float(rows[0]['time_total_s'])
+    return floor
+
+
 def plot(curves: dict[str, list[tuple[float, float]]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -161,6 +185,9 @@ def main(argv=None) -> int:
             run['compute_to_random_best_s'] = compute_to_reach(run['curve'], target)
             run['fraction_of_random_compute'] = (run['compute_to_random_best_s'] / random_needs
                                                  if run['compute_to_random_best_s'] is not None else None)
+        floor = early_stopping_floor(root / 'random', target)
+        reference['early_stopping_floor_s'] = floor
+        reference['early_stopping_floor_fraction'] = floor / random_needs if floor is not None else None
     plot({n: r['curve'] for n, r in runs.items()}, root / 'best_vs_compute.png',
          f'{args.space} on {args.data.name} ({args.num_train}/{args.num_val} images), budget {args.budget_s:.0f} s, seed {args.seed}')
     report = dict(command=' '.join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
@@ -174,6 +201,9 @@ def main(argv=None) -> int:
         reach, frac = run.get('compute_to_random_best_s'), run.get('fraction_of_random_compute')
         print(f"{name:>10} {run['trials']:6d} {run['compute_s']:9.0f} {run['final_best']:8.4f} "
               f"{'never' if reach is None else f'{reach:.0f}':>16} {'-' if frac is None else f'{frac:.3f}':>8}")
+    if reference and reference.get('early_stopping_floor_s') is not None:
+        print(f"floor of any early stopping with a 1-epoch grace period on these draws: "
+              f"{reference['early_stopping_floor_s']:.0f} s = {reference['early_stopping_floor_fraction']:.3f} of random's")
     print(f'load average (1/5/15 min) start {load_start}, end {report["load_average_end"]}; '
           f'written: {out}, {report["plot"]}')
     return 0
