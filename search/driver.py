@@ -12,7 +12,7 @@ import time
 
 import yaml
 
-from search.files import SPEC_FILE
+from search.files import DEFERRED_STOPS_FILE, SPEC_FILE
 from search.schedulers import Budget, budget_for, create_scheduler
 from search.search_algs import create_search_alg
 from search.space import to_tune
@@ -34,7 +34,8 @@ def run_search(spec: SearchSpec) -> dict:
 
     init_ray(spec)
     trial_spec, probe = _plan_resources(spec)
-    scheduler = create_scheduler(spec, budget_for(spec, probe.epoch_seconds if probe else None))
+    scheduler = create_scheduler(spec, budget_for(spec, probe.epoch_seconds if probe else None),
+                                 deferred_stops=spec.experiment_path / DEFERRED_STOPS_FILE)
     started = time.time()
     tuner = _tuner(spec, trial_spec, scheduler, search_alg, param_space)
     tuner.fit()

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from search.files import CHECKPOINT_FILE, SPEC_FILE, TRIAL_CONFIG
+from search.files import CHECKPOINT_FILE, DEFERRED_STOPS_FILE, SPEC_FILE, TRIAL_CONFIG
 
 
 @dataclass
@@ -32,6 +32,8 @@ class TrialRecord:
     error: str = ''
     best_checkpoint: str | None = None
     last_metrics: dict = field(default_factory=dict)
+    stop_deferred_at: int | None = None  # the epoch whose STOP the schedule-aware rule deferred
+    seconds_after_deferred_stop: float = 0.0  # time_total_s the trial ran after that epoch
 
 
 def load_records(experiment: Path, metric: str, mode: str) -> list[TrialRecord]:
@@ -41,6 +43,7 @@ def load_records(experiment: Path, metric: str, mode: str) -> list[TrialRecord]:
     folders, error files) and each trial folder's ``params.json`` and ``result.json``.
     """
     records = []
+    deferred = read_deferred_stops(experiment / DEFERRED_STOPS_FILE)
     for state, metadata in _trial_states(experiment):
         path = experiment / state['relative_logdir']
         rows = result_rows(path / 'result.json')
@@ -65,8 +68,21 @@ def load_records(experiment: Path, metric: str, mode: str) -> list[TrialRecord]:
             best_epoch=best_epoch, train_seconds=float(last.get('compute_seconds', 0.0)),
             total_seconds=float(last.get('time_total_s', 0.0)), path=str(path), error=error,
             best_checkpoint=_best_checkpoint(path, rows, metric, mode),
-            last_metrics={k: v for k, v in last.items() if _finite(v)}))
+            last_metrics={k: v for k, v in last.items() if _finite(v)},
+            stop_deferred_at=deferred.get(state['trial_id']),
+            seconds_after_deferred_stop=_seconds_after(rows, deferred.get(state['trial_id']))))
     return sorted(records, key=lambda r: r.trial_id)
+
+
+def read_deferred_stops(path: Path) -> dict[str, int]:
+    """Trial id -> the epoch of its first STOP deferred by the schedule-aware rule ({} without the file)."""
+    return {str(k): int(v) for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
+
+
+def _seconds_after(rows: list[dict], epoch: int | None) -> float:
+    """The trial's ``time_total_s`` after its result of ``epoch`` (0 without one)."""
+    at = next((float(r.get('time_total_s', 0.0)) for r in rows if r.get('epoch') == epoch), None)
+    return float(rows[-1].get('time_total_s', 0.0)) - at if epoch is not None and at is not None else 0.0
 
 
 def trial_rows(experiment: Path) -> dict[str, list[dict]]:
@@ -156,13 +172,15 @@ def write_trials_csv(records: list[TrialRecord], path: Path, metric: str, pareto
     extra = sorted({k for r in records for k in r.last_metrics if _is_component_metric(k)})
     front = {r.trial_id for r in pareto or []}
     header = ['trial_id', 'status', 'epochs', f'{metric}_final', f'{metric}_best', 'best_epoch', 'train_seconds',
-              'total_seconds', *(['pareto'] if pareto is not None else []), *param_keys, *extra, 'error']
+              'total_seconds', 'stop_deferred_at', *(['pareto'] if pareto is not None else []), *param_keys, *extra,
+              'error']
     with open(path, 'w', newline='') as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for r in records:
             writer.writerow([r.trial_id, r.status, r.epochs, r.final, r.best, r.best_epoch, round(r.train_seconds, 2),
-                             round(r.total_seconds, 2), *([r.trial_id in front] if pareto is not None else []),
+                             round(r.total_seconds, 2), r.stop_deferred_at,
+                             *([r.trial_id in front] if pareto is not None else []),
                              *[r.params.get(k) for k in param_keys],
                              *[r.last_metrics.get(k) for k in extra], r.error])
 
@@ -190,6 +208,12 @@ def write_summary(records: list[TrialRecord], path: Path, *, space: str, metric:
         experiment=str(experiment),
         failures=[{'trial_id': r.trial_id, 'error': r.error} for r in records if r.status == 'failed'],
     )
+    kept = [r for r in records if r.stop_deferred_at is not None]
+    if kept:
+        # What the schedule-aware rule bought: trials ASHA would have stopped, and whether the best is one.
+        summary['schedule_aware'] = dict(
+            trials_kept=len(kept), seconds_after_deferred_stops=round(sum(r.seconds_after_deferred_stop for r in kept), 2),
+            best_was_kept=best is not None and best.stop_deferred_at is not None)
     if pareto is not None:
         summary['objectives'] = list(objectives)
         summary['pareto'] = [{'trial_id': r.trial_id, 'params': r.params,

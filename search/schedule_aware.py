@@ -6,10 +6,21 @@ learning-rate decay) look worse there than they end up, and plain ASHA kills the
 reports ``schedule_settled_epoch``: the epoch by which each of its components' schedules has gone
 through all its distinct phases once (the components' ``last_phase_change_epoch``). Before that
 epoch, a STOP of the wrapped scheduler becomes CONTINUE; afterwards its decisions stand.
+
+The rule is a trade (docs/benchmarks.md, section 3): it saves slow starters and also keeps hopeless
+trials running. So that a user can see which in their own search, each trial's first deferred STOP
+is recorded in ``deferred_stops.json`` in the experiment folder, which results.py turns into the
+``stop_deferred_at`` column of trials.csv and the ``schedule_aware`` entry of summary.json.
 """
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 from ray.tune.schedulers import TrialScheduler
+
+from search.results import read_deferred_stops
 
 SETTLED_KEY = 'schedule_settled_epoch'
 
@@ -24,17 +35,37 @@ class ScheduleAwareScheduler(TrialScheduler):
 
     Args:
         base (TrialScheduler): the scheduler whose decisions are kept, except early STOPs.
+        record (Path, optional): a JSON file of trial id -> the epoch of its first deferred STOP,
+            rewritten at each new entry; entries already in it (a resumed search) are kept.
+
+    Attributes:
+        deferred (dict[str, int]): trial id -> the epoch of its first deferred STOP.
     """
 
-    def __init__(self, base: TrialScheduler):
+    def __init__(self, base: TrialScheduler, record: Path | None = None):
         super().__init__()
         self.base = base
+        self.record = record
+        self.deferred = read_deferred_stops(record) if record is not None else {}
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         decision = self.base.on_trial_result(tune_controller, trial, result)
         if decision == TrialScheduler.STOP and defers_stop(result):
+            if trial.trial_id not in self.deferred:
+                self.deferred[trial.trial_id] = int(result.get('epoch', 0))
+                self._write()
             return TrialScheduler.CONTINUE
         return decision
+
+    def _write(self) -> None:
+        if self.record is None:
+            return
+        # A resumed search unpickles this scheduler as it was when the search began, so the file, not
+        # memory, holds the earlier sessions' entries; theirs are the first deferrals.
+        merged = {**self.deferred, **read_deferred_stops(self.record)}
+        partial = self.record.with_suffix('.partial')
+        partial.write_text(json.dumps(merged, indent=1, sort_keys=True) + '\n')
+        os.replace(partial, self.record)  # a killed driver leaves the old file or the new one, never half
 
     # Everything else is the base scheduler's.
     def set_search_properties(self, metric, mode, **spec) -> bool:

@@ -9,6 +9,7 @@ each rung; ``schedule_aware=true`` wraps asha in :class:`~search.schedule_aware.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from search.errors import UsageError, reject_unknown_options
 from search.space import to_tune
@@ -122,8 +123,11 @@ SCHEDULERS = {'fifo': _fifo, 'asha': _asha, 'hyperband': _hyperband, 'pbt': _pbt
 SCHEDULE_AWARE = {'asha', 'resource_changing'}
 
 
-def create_scheduler(spec, budget: Budget):
-    """Build the scheduler named in ``spec.scheduler`` for ``budget``."""
+def create_scheduler(spec, budget: Budget, deferred_stops: Path | None = None):
+    """Build the scheduler named in ``spec.scheduler`` for ``budget``.
+
+    ``deferred_stops``: where the schedule-aware rule records the STOPs it deferred (if it applies).
+    """
     options = dict(spec.scheduler)
     name = options.pop('name')
     if name not in SCHEDULERS:
@@ -132,7 +136,7 @@ def create_scheduler(spec, budget: Budget):
     if spec.schedule_aware and name in SCHEDULE_AWARE:
         from search.schedule_aware import ScheduleAwareScheduler
 
-        scheduler = ScheduleAwareScheduler(scheduler)
+        scheduler = ScheduleAwareScheduler(scheduler, record=deferred_stops)
     return scheduler
 
 

@@ -1,4 +1,7 @@
 """Schedulers, search algorithms, budgets and the schedule-aware rule."""
+import csv
+import json
+import pickle
 from types import SimpleNamespace
 from unittest import mock
 
@@ -8,7 +11,7 @@ from ray.tune.schedulers import TrialScheduler
 from conftest import run_search_for_test
 from search.errors import UsageError
 from search.resources import gpu_fraction
-from search.results import pareto_optimal
+from search.results import load_records, pareto_optimal, read_deferred_stops, write_summary, write_trials_csv
 from search.schedule_aware import ScheduleAwareScheduler, defers_stop
 from search.schedulers import SCHEDULERS, Budget, create_scheduler
 from search.space import Distribution
@@ -37,6 +40,42 @@ def test_schedule_aware_defers_stop_until_the_last_phase_change(epoch, settled, 
     result = {'epoch': epoch, 'schedule_settled_epoch': settled}
     assert scheduler.on_trial_result(mock.MagicMock(), mock.MagicMock(), result) == expected
     assert defers_stop(result) == (expected == TrialScheduler.CONTINUE)
+
+
+def test_schedule_aware_records_each_trials_first_deferred_stop_across_a_resume(tmp_path):
+    record = tmp_path / 'deferred_stops.json'
+    at_start = pickle.dumps(ScheduleAwareScheduler(_AlwaysStop(), record=record))  # what tuner.pkl holds
+    scheduler = pickle.loads(at_start)
+    for trial_id, epoch in (('t1', 1), ('t1', 2), ('t2', 4)):  # t2 has settled: its STOP stands, no entry
+        scheduler.on_trial_result(None, SimpleNamespace(trial_id=trial_id), {'epoch': epoch, 'schedule_settled_epoch': 3})
+    assert read_deferred_stops(record) == {'t1': 1}
+    resumed = pickle.loads(at_start)  # a resumed search starts from the pickled, empty scheduler
+    for trial_id, epoch in (('t1', 2), ('t3', 1)):
+        resumed.on_trial_result(None, SimpleNamespace(trial_id=trial_id), {'epoch': epoch, 'schedule_settled_epoch': 3})
+    assert read_deferred_stops(record) == {'t1': 1, 't3': 1}
+
+
+def test_results_show_what_the_deferred_stops_cost(tmp_path):
+    def state(trials):
+        return json.dumps({'trial_data': [[json.dumps(dict(trial_id=t, status='TERMINATED', relative_logdir=t, config={})),
+                                           json.dumps({})] for t in trials]})
+
+    rows = {'kept': [(1, 20.0, 0.0), (2, 40.0, 0.3), (3, 60.0, 0.5)], 'plain': [(1, 20.0, 0.1), (2, 40.0, 0.2)]}
+    for trial, results in rows.items():
+        (tmp_path / trial).mkdir()
+        (tmp_path / trial / 'result.json').write_text(''.join(
+            json.dumps(dict(epoch=e, time_total_s=t, bbox_mAP=m)) + '\n' for e, t, m in results))
+    (tmp_path / 'experiment_state-2026-12-01_12-00-00.json').write_text(state(rows))
+    (tmp_path / 'deferred_stops.json').write_text(json.dumps({'kept': 1}))
+    records = {r.trial_id: r for r in load_records(tmp_path, 'bbox_mAP', 'max')}
+    assert (records['kept'].stop_deferred_at, records['kept'].seconds_after_deferred_stop) == (1, 40.0)
+    assert (records['plain'].stop_deferred_at, records['plain'].seconds_after_deferred_stop) == (None, 0.0)
+    summary = write_summary(list(records.values()), tmp_path / 'summary.json', space='s', metric='bbox_mAP',
+                            mode='max', wall_seconds=1.0, experiment=tmp_path)
+    assert summary['schedule_aware'] == {'trials_kept': 1, 'seconds_after_deferred_stops': 40.0, 'best_was_kept': True}
+    write_trials_csv(list(records.values()), tmp_path / 'trials.csv', 'bbox_mAP')
+    column = {row['trial_id']: row['stop_deferred_at'] for row in csv.DictReader(open(tmp_path / 'trials.csv'))}
+    assert column == {'kept': '1', 'plain': ''}
 
 
 def test_schedule_aware_keeps_the_base_decisions_otherwise():
