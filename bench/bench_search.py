@@ -176,7 +176,7 @@ def main(argv=None) -> int:
         runs[name] = dict(overrides=[*common, *STRATEGIES[name]], wall_s=time.perf_counter() - started,
                           trials=_num_trials(root / name),
                           compute_s=curve[-1][0] if curve else 0.0, final_best=curve[-1][1] if curve else None,
-                          curve=curve)
+                          curve=curve, schedule_aware=_summary(root / name).get('schedule_aware'))
     reference = runs.get('random')
     if reference and reference['final_best'] not in (None, float('-inf')):
         target = reference['final_best']
@@ -201,12 +201,23 @@ def main(argv=None) -> int:
         reach, frac = run.get('compute_to_random_best_s'), run.get('fraction_of_random_compute')
         print(f"{name:>10} {run['trials']:6d} {run['compute_s']:9.0f} {run['final_best']:8.4f} "
               f"{'never' if reach is None else f'{reach:.0f}':>16} {'-' if frac is None else f'{frac:.3f}':>8}")
+    for name, run in runs.items():
+        if run['schedule_aware']:
+            kept = run['schedule_aware']
+            print(f"{name}: the schedule-aware rule kept {kept['trials_kept']} trials ASHA would have stopped, for "
+                  f"{kept['seconds_after_deferred_stops']:.0f} s more; the best trial was "
+                  f"{'one' if kept['best_was_kept'] else 'not one'} of them")
     if reference and reference.get('early_stopping_floor_s') is not None:
         print(f"floor of any early stopping with a 1-epoch grace period on these draws: "
               f"{reference['early_stopping_floor_s']:.0f} s = {reference['early_stopping_floor_fraction']:.3f} of random's")
     print(f'load average (1/5/15 min) start {load_start}, end {report["load_average_end"]}; '
           f'written: {out}, {report["plot"]}')
     return 0
+
+
+def _summary(experiment: Path) -> dict:
+    path = experiment / 'summary.json'
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _num_trials(experiment: Path) -> int:
