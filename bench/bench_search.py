@@ -130,6 +130,19 @@ def early_stopping_floor(experiment: Path, target: float, metric: str = 'bbox_mA
     return floor
 
 
+
+def compute_on_hopeless(experiment: Path, below: float = 0.005, metric: str = 'bbox_mAP') -> float:
+    """Seconds that trials whose ``metric`` never reached ``below`` ran after their first report.
+
+    Early stopping cannot judge a trial before its first report; what such trials ran after it is
+    the compute a scheduler could have saved on them.
+    """
+    from search.results import trial_rows
+
+    return sum(float(rows[-1]['time_total_s']) - float(rows[0]['time_total_s'])
+               for rows in trial_rows(experiment).values()
+               if rows and max((row.get(metric) or 0.0) for row in rows) < below)
+
 def plot(curves: dict[str, list[tuple[float, float]]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -176,7 +189,8 @@ def main(argv=None) -> int:
         runs[name] = dict(overrides=[*common, *STRATEGIES[name]], wall_s=time.perf_counter() - started,
                           trials=_num_trials(root / name),
                           compute_s=curve[-1][0] if curve else 0.0, final_best=curve[-1][1] if curve else None,
-                          curve=curve, schedule_aware=_summary(root / name).get('schedule_aware'))
+                          curve=curve, schedule_aware=_summary(root / name).get('schedule_aware'),
+                          compute_on_hopeless_s=compute_on_hopeless(root / name))
     reference = runs.get('random')
     if reference and reference['final_best'] not in (None, float('-inf')):
         target = reference['final_best']
@@ -201,6 +215,8 @@ def main(argv=None) -> int:
         reach, frac = run.get('compute_to_random_best_s'), run.get('fraction_of_random_compute')
         print(f"{name:>10} {run['trials']:6d} {run['compute_s']:9.0f} {run['final_best']:8.4f} "
               f"{'never' if reach is None else f'{reach:.0f}':>16} {'-' if frac is None else f'{frac:.3f}':>8}")
+    print('compute on trials that never reached bbox_mAP 0.005, after their first report: '
+          + ', '.join(f"{name} {run['compute_on_hopeless_s']:.0f} s" for name, run in runs.items()))
     for name, run in runs.items():
         if run['schedule_aware']:
             kept = run['schedule_aware']

@@ -36,17 +36,17 @@ class ScheduleAwareScheduler(TrialScheduler):
     Args:
         base (TrialScheduler): the scheduler whose decisions are kept, except early STOPs.
         record (Path, optional): a JSON file of trial id -> the epoch of its first deferred STOP,
-            rewritten at each new entry; entries already in it (a resumed search) are kept.
+            rewritten at each new entry; entries already in it (an earlier session) are kept.
 
     Attributes:
-        deferred (dict[str, int]): trial id -> the epoch of its first deferred STOP.
+        deferred (dict[str, int]): trial id -> the epoch of its first deferred STOP in this session.
     """
 
     def __init__(self, base: TrialScheduler, record: Path | None = None):
         super().__init__()
         self.base = base
         self.record = record
-        self.deferred = read_deferred_stops(record) if record is not None else {}
+        self.deferred: dict[str, int] = {}  # this session's; _write merges the file's
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         decision = self.base.on_trial_result(tune_controller, trial, result)

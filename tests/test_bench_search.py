@@ -6,7 +6,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'bench'))
 
-from bench_search import compute_curve, compute_to_reach, early_stopping_floor  # noqa: E402
+from bench_search import compute_curve, compute_on_hopeless, compute_to_reach, early_stopping_floor  # noqa: E402
 
 
 def _experiment(folder: Path, trials: dict[str, list[tuple[float, float]]]) -> Path:
@@ -43,3 +43,12 @@ def test_floor_is_the_cheapest_winner_not_the_first(tmp_path):
         'b_00002': [(20, 0.1)],
     })
     assert early_stopping_floor(experiment, 0.1) == 20 + 20 + 20
+
+
+def test_compute_on_hopeless_counts_only_what_never_learned_after_its_first_report(tmp_path):
+    experiment = _experiment(tmp_path, {
+        'c_00000': [(20, 0.0), (45, 0.001), (70, 0.0)],  # collapsed: 50 s after its first report
+        'c_00001': [(20, 0.0), (40, 0.02)],              # learned: not counted
+        'c_00002': [(25, 0.0)],                          # stopped at its first report: nothing to save
+    })
+    assert compute_on_hopeless(experiment) == 50
