@@ -119,8 +119,13 @@ def early_stopping_floor(experiment: Path, target: float, metric: str = 'bbox_mA
     """
     from search.results import trial_rows
 
+    return order_floor(sorted(trial_rows(experiment).items()), target, metric)  # ids end in the draw index
+
+
+def order_floor(trials: list[tuple[str, list[dict]]], target: float, metric: str = 'bbox_mAP') -> float | None:
+    """:func:`early_stopping_floor` of ``trials`` (id, results) in the order a search starts them."""
     floor, earlier = None, 0.0
-    for _, rows in sorted(trial_rows(experiment).items()):  # ids end in the zero-padded draw index
+    for _, rows in trials:
         reached = next((row for row in rows if (row.get(metric) or 0.0) >= target), None)
         if reached is not None:
             cost = earlier + float(reached['time_total_s'])
@@ -128,7 +133,6 @@ def early_stopping_floor(experiment: Path, target: float, metric: str = 'bbox_mA
         if rows:
             earlier += float(rows[0]['time_total_s'])
     return floor
-
 
 
 def compute_on_hopeless(experiment: Path, below: float = 0.005, metric: str = 'bbox_mAP') -> float:
@@ -142,6 +146,7 @@ def compute_on_hopeless(experiment: Path, below: float = 0.005, metric: str = 'b
     return sum(float(rows[-1]['time_total_s']) - float(rows[0]['time_total_s'])
                for rows in trial_rows(experiment).values()
                if rows and max((row.get(metric) or 0.0) for row in rows) < below)
+
 
 def plot(curves: dict[str, list[tuple[float, float]]], path: Path, title: str) -> None:
     import matplotlib

@@ -52,3 +52,56 @@ def test_compute_on_hopeless_counts_only_what_never_learned_after_its_first_repo
         'c_00002': [(25, 0.0)],                          # stopped at its first report: nothing to save
     })
     assert compute_on_hopeless(experiment) == 50
+
+
+# bench/replay_search.py: recorded results through Ray's real schedulers.
+from replay_search import replay  # noqa: E402
+
+
+def _trials(**curves: list[float]) -> list[tuple[str, list[dict]]]:
+    """Trials in draw order whose epochs each cost 20 s, with these bbox_mAP after each epoch."""
+    return [(trial_id, [dict(epoch=e, training_iteration=e, time_total_s=20.0 * e, bbox_mAP=score)
+                        for e, score in enumerate(scores, 1)])
+            for trial_id, scores in curves.items()]
+
+
+def _asha():
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr='training_iteration', metric='bbox_mAP', mode='max', max_t=3, grace_period=1,
+                         reduction_factor=2)
+
+
+def test_replay_of_fifo_pays_every_earlier_trial_in_full():
+    from ray.tune.schedulers import FIFOScheduler
+
+    trials = _trials(t0=[0.05, 0.06, 0.07], t1=[0.0, 0.0, 0.0], t2=[0.02, 0.1, 0.1])
+    assert replay(FIFOScheduler(), trials, target=0.1, concurrency=1) == 60 + 60 + 40
+    assert replay(FIFOScheduler(), trials, target=0.5, concurrency=1) is None
+
+
+def test_replay_honours_asha_stops():
+    # t1 scores below t0's first epoch at the first rung: ASHA stops it there, so it costs one epoch.
+    trials = _trials(t0=[0.05, 0.06, 0.07], t1=[0.0, 0.0, 0.0], t2=[0.06, 0.1, 0.1])
+    assert replay(_asha(), trials, target=0.1, concurrency=1) == 60 + 20 + 40
+
+
+def test_replay_feeds_concurrent_trials_in_clock_order():
+    # Side by side, the fast trial reaches the target at 20 s, before the slow one has reported.
+    slow = ('slow', [dict(epoch=1, training_iteration=1, time_total_s=50.0, bbox_mAP=0.0)])
+    fast = ('fast', [dict(epoch=e, training_iteration=e, time_total_s=10.0 * e, bbox_mAP=0.05 * e) for e in (1, 2)])
+    assert replay(_asha(), [slow, fast], target=0.1, concurrency=2) == 20
+    assert replay(_asha(), [slow, fast], target=0.1, concurrency=1) == 50 + 20
+
+
+def test_replayed_schedulers_are_the_ones_run_py_builds():
+    from ray.tune.schedulers import ASHAScheduler
+
+    from replay_search import scheduler_factory
+    from search.schedule_aware import ScheduleAwareScheduler
+
+    scheduler = scheduler_factory(['space=dbf', 'scheduler=asha', 'budget=compute'], epoch_seconds=12.0)()
+    assert isinstance(scheduler, ScheduleAwareScheduler) and isinstance(scheduler.base, ASHAScheduler)
+    first_rung = min(milestone for milestone, _ in scheduler.base._brackets[0]._rungs)
+    assert scheduler.base._time_attr == 'compute_seconds' and first_rung == 12.0  # one probed epoch
+    assert scheduler.metric == 'bbox_mAP'

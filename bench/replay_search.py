@@ -1,0 +1,182 @@
+"""Replay a random search's recorded trials through the search's own schedulers, over many draw orders.
+
+Why: one real search per strategy gives one ratio, decided largely by where in the draw order the
+good configuration falls (docs/benchmarks.md, section 3), and the machines are too noisy and slow to
+run hundreds of searches. Training is deterministic per configuration and seed (the arms of one
+``bench_search.py`` run report identical per-epoch metrics for the same draw), so random search,
+which trains every trial to its budget, has recorded every result an early-stopping search of the same
+draws could see. This script feeds those results to the scheduler ``search/run.py`` builds for each
+strategy (``create_scheduler`` on the strategy's own overrides: Ray's ASHA, the schedule-aware rule,
+``budget=compute``), in the order ``--concurrency`` trials running side by side would report them,
+and counts the compute until the best so far reaches random search's final best. It does this for the
+recorded draw order and for ``--orders`` shuffles of it, and prints each strategy's ratio to random
+search (replayed the same way) per order: its median and quartiles, and the early-stopping floor's.
+
+Replayed compute is the recorded ``time_total_s``; the seconds Ray spends starting a trial's worker are
+not in it, as they are not in the real searches' budgets either.
+
+Usage::
+
+    python bench/replay_search.py experiments/bench/search-20261201-123515.json --orders 200
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import random
+import re
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench_search import STRATEGIES, order_floor
+
+
+@dataclass(frozen=True)
+class ReplayedTrial:
+    """What a scheduler reads of a trial: its id (Ray's schedulers key all their bookkeeping on it)."""
+
+    trial_id: str
+
+
+def replay(scheduler, trials: list[tuple[str, list[dict]]], target: float, metric: str = 'bbox_mAP',
+           concurrency: int = 2) -> float | None:
+    """Compute ``scheduler`` spends until a trial's ``metric`` reaches ``target``; ``None`` if none does.
+
+    ``trials``: (trial id, its results in report order) in the order the search starts them; each
+    result carries ``time_total_s``. A trial starts when a slot frees (the search starts with
+    ``concurrency`` of them), reports its results at its start time plus their ``time_total_s``, and
+    ends at its last result or when the scheduler says STOP. Results are fed in clock order.
+    """
+    from ray.tune.schedulers import TrialScheduler
+
+    waiting = list(reversed(trials))
+    reports: list[tuple[float, int, ReplayedTrial, list[dict], int]] = []  # (clock, tie order, trial, rows, index)
+    spent = 0.0
+    count = 0
+
+    def start(clock: float) -> None:
+        nonlocal count
+        while waiting and len(reports) < concurrency:
+            trial_id, rows = waiting.pop()
+            if not rows:
+                continue
+            trial = ReplayedTrial(trial_id)
+            scheduler.on_trial_add(None, trial)
+            heapq.heappush(reports, (clock + rows[0]['time_total_s'], count, trial, rows, 0))
+            count += 1
+
+    start(0.0)
+    while reports:
+        clock, _, trial, rows, index = heapq.heappop(reports)
+        row = rows[index]
+        spent += row['time_total_s'] - (rows[index - 1]['time_total_s'] if index else 0.0)
+        if (row.get(metric) or 0.0) >= target:
+            return spent
+        decision = scheduler.on_trial_result(None, trial, dict(row))
+        if decision == TrialScheduler.STOP or index + 1 == len(rows):
+            scheduler.on_trial_complete(None, trial, dict(row))
+        else:
+            heapq.heappush(reports, (clock - row['time_total_s'] + rows[index + 1]['time_total_s'], count, trial,
+                                     rows, index + 1))
+            count += 1
+        start(clock)
+    return None
+
+
+def scheduler_factory(overrides: list[str], epoch_seconds: float | None):
+    """A function returning a fresh scheduler, built as ``search/run.py`` would build it from ``overrides``."""
+    from search.config import compose_config
+    from search.schedulers import budget_for, create_scheduler
+    from search.spec import build_spec
+
+    spec = build_spec(compose_config(overrides), dry_run=False)
+    budget = budget_for(spec, epoch_seconds if spec.budget == 'compute' else None)
+
+    def make():
+        scheduler = create_scheduler(spec, budget)
+        scheduler.set_search_properties(spec.metric, spec.mode)
+        return scheduler
+
+    return make
+
+
+def probe_seconds(log: Path) -> float | None:
+    """The probe's seconds per full-cost epoch, as a search printed them in its log."""
+    found = re.search(r'DynTune probe: ([0-9.]+) s per full-cost epoch', log.read_text()) if log.is_file() else None
+    return float(found.group(1)) if found else None
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, median, q3 = statistics.quantiles(values, n=4, method='inclusive')
+    return q1, median, q3
+
+
+def main(argv=None) -> int:
+    from search.results import trial_rows
+
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('run', type=Path, help='the JSON a bench_search.py run wrote (it names its folder and arms)')
+    parser.add_argument('--strategies', nargs='+', choices=list(STRATEGIES),
+                        help="bench_search strategies to replay (default: the run's own arms)")
+    parser.add_argument('--variant', action='append', default=[], metavar='NAME=OVERRIDES',
+                        help="one more scheduler to replay, e.g. 'rf4=scheduler=asha budget=compute "
+                             "scheduler.reduction_factor=4'; repeatable")
+    parser.add_argument('--orders', type=int, default=200, help='shuffled draw orders, besides the recorded one')
+    parser.add_argument('--concurrency', type=int, default=2)
+    parser.add_argument('--seed', type=int, default=0, help='seeds the shuffles')
+    args = parser.parse_args(argv)
+
+    run = json.loads(args.run.read_text())
+    folder = Path(run['folder'])
+    random_arm = run['runs'].get('random')
+    if random_arm is None:
+        raise SystemExit(f'{args.run} has no random arm: the replay needs its fully trained trials')
+    trials = sorted((t, rows) for t, rows in trial_rows(folder / 'random').items() if rows)  # ids end in the draw index
+    target = random_arm['final_best']
+    common = [o for o in random_arm['overrides'] if o not in STRATEGIES['random']]
+    strategies = {name: STRATEGIES[name] for name in ['random', *(args.strategies or run['runs'])]}
+    for variant in args.variant:
+        name, _, overrides = variant.partition('=')
+        if not name or not overrides:
+            raise SystemExit(f"--variant '{variant}' is not NAME=OVERRIDES")
+        strategies[name] = overrides.split()
+    epoch_seconds = next((s for s in map(probe_seconds, sorted(folder.glob('*.log'))) if s), None)
+    factories = {name: scheduler_factory([*common, *overrides], epoch_seconds) for name, overrides in strategies.items()}
+
+    shuffler = random.Random(args.seed)
+    orders = [trials] + [shuffler.sample(trials, len(trials)) for _ in range(args.orders)]
+    ratios: dict[str, list[float | None]] = {name: [] for name in [*factories, 'floor']}  # None: never reached
+    recorded = {}
+    for number, order in enumerate(orders):
+        random_needs = replay(factories['random'](), order, target, concurrency=args.concurrency)
+        for name, make in factories.items():
+            needs = replay(make(), order, target, concurrency=args.concurrency)
+            if number == 0:
+                recorded[name] = needs
+            ratios[name].append(needs / random_needs if needs is not None else None)
+        ratios['floor'].append(order_floor(order, target) / random_needs)
+
+    print(f'{len(trials)} trials of {folder / "random"}, target bbox_mAP {target:.4f}, '
+          f'{args.concurrency} at a time; the recorded draw order and {args.orders} shuffles of it')
+    print(f"{'search':>18} {'recorded order':>14} {'real run':>9} {'median':>7} {'q1':>6} {'q3':>6} {'never':>6}")
+    for name, values in ratios.items():
+        # A search that stopped every trial able to reach the target counts as worse than any that did.
+        q1, median, q3 = quartiles([float('inf') if v is None else v for v in values])
+        real = (random_arm.get('early_stopping_floor_fraction') if name == 'floor'
+                else run['runs'].get(name, {}).get('fraction_of_random_compute'))
+        first = 'never' if values[0] is None else f'{values[0]:.3f}'
+        print(f"{name:>18} {first:>14} {'-' if real is None else f'{real:.3f}':>9} {median:7.3f} "
+              f"{q1:6.3f} {q3:6.3f} {values.count(None):6d}")
+    out = args.run.with_name(args.run.stem + '-replay.json')
+    out.write_text(json.dumps(dict(command=' '.join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
+                                   target=target, trials=len(trials), orders=len(orders), strategies=strategies,
+                                   recorded_order_compute_s=recorded, ratios=ratios), indent=1) + '\n')
+    print(f'written: {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
