@@ -86,6 +86,17 @@ def replay(scheduler, trials: list[tuple[str, list[dict]]], target: float, metri
     return None
 
 
+def first_report_ranks(trials: list[tuple[str, list[dict]]], target: float, metric: str = 'bbox_mAP') -> list[int]:
+    """For each trial that reaches ``target``: its rank (1 = best) among all trials after their first report.
+
+    What a rung at the first report can tell: a winner ranked low there is stopped by any scheduler
+    that keeps only the best few.
+    """
+    firsts = [rows[0].get(metric) or 0.0 for _, rows in trials]
+    return sorted(1 + sum(other > (rows[0].get(metric) or 0.0) for other in firsts)
+                  for _, rows in trials if any((row.get(metric) or 0.0) >= target for row in rows))
+
+
 def scheduler_factory(overrides: list[str], epoch_seconds: float | None):
     """A function returning a fresh scheduler, built as ``search/run.py`` would build it from ``overrides``."""
     from search.config import compose_config
@@ -161,6 +172,8 @@ def main(argv=None) -> int:
 
     print(f'{len(trials)} trials of {folder / "random"}, target bbox_mAP {target:.4f}, '
           f'{args.concurrency} at a time; the recorded draw order and {args.orders} shuffles of it')
+    print(f'rank after the first report of each trial that reaches the target: {first_report_ranks(trials, target)} '
+          f'of {len(trials)}')
     print(f"{'search':>18} {'recorded order':>14} {'real run':>9} {'median':>7} {'q1':>6} {'q3':>6} {'never':>6}")
     for name, values in ratios.items():
         # A search that stopped every trial able to reach the target counts as worse than any that did.

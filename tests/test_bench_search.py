@@ -105,3 +105,10 @@ def test_replayed_schedulers_are_the_ones_run_py_builds():
     first_rung = min(milestone for milestone, _ in scheduler.base._brackets[0]._rungs)
     assert scheduler.base._time_attr == 'compute_seconds' and first_rung == 12.0  # one probed epoch
     assert scheduler.metric == 'bbox_mAP'
+
+
+def test_first_report_ranks_place_each_winner_among_all_first_reports():
+    from replay_search import first_report_ranks
+
+    trials = _trials(t0=[0.05, 0.06], t1=[0.0, 0.2], t2=[0.03, 0.1], t3=[0.03])
+    assert first_report_ranks(trials, target=0.1) == [2, 4]  # t2 ties t3 for 2nd; t1 is last
