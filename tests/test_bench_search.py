@@ -112,3 +112,9 @@ def test_first_report_ranks_place_each_winner_among_all_first_reports():
 
     trials = _trials(t0=[0.05, 0.06], t1=[0.0, 0.2], t2=[0.03, 0.1], t3=[0.03])
     assert first_report_ranks(trials, target=0.1) == [2, 4]  # t2 ties t3 for 2nd; t1 is last
+
+
+def test_quartiles_rank_never_reached_above_every_ratio():
+    from replay_search import quartiles
+
+    assert quartiles([0.5, None, 0.2, 0.9, None]) == (0.5, 0.9, float('inf'))
