@@ -184,8 +184,10 @@ def main(argv=None) -> int:
     print(f"{'search':>18} {'recorded order':>14} {'real run':>9} {'median':>7} {'q1':>6} {'q3':>6} {'never':>6}")
     for name, values in ratios.items():
         q1, median, q3 = quartiles(values)
-        real = (random_arm.get('early_stopping_floor_fraction') if name == 'floor'
-                else run['runs'].get(name, {}).get('fraction_of_random_compute'))
+        real = None
+        if target == random_arm['final_best']:  # the real run measured its ratios at random's final best
+            real = (random_arm.get('early_stopping_floor_fraction') if name == 'floor'
+                    else run['runs'].get(name, {}).get('fraction_of_random_compute'))
         first = 'never' if values[0] is None else f'{values[0]:.3f}'
         print(f"{name:>18} {first:>14} {'-' if real is None else f'{real:.3f}':>9} {median:7.3f} "
               f"{q1:6.3f} {q3:6.3f} {values.count(None):6d}")
