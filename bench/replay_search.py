@@ -1,19 +1,22 @@
-"""Replay a random search's recorded trials through the search's own schedulers, over many draw orders.
+"""Replay recorded trials through the search's own schedulers, over many draw orders.
 
 Why: one real search per strategy gives one ratio, decided largely by where in the draw order the
 good configuration falls (docs/benchmarks.md, section 3), and the machines are too noisy and slow to
 run hundreds of searches. Training is deterministic per configuration and seed (the arms of one
-``bench_search.py`` run report identical per-epoch metrics for the same draw), so random search,
-which trains every trial to its budget, has recorded every result an early-stopping search of the same
-draws could see. This script feeds those results to the scheduler ``search/run.py`` builds for each
-strategy (``create_scheduler`` on the strategy's own overrides: Ray's ASHA, the schedule-aware rule,
-``budget=compute``), in the order ``--concurrency`` trials running side by side would report them,
-and counts the compute until the best so far reaches random search's final best. It does this for the
-recorded draw order and for ``--orders`` shuffles of it, and prints each strategy's ratio to random
-search (replayed the same way) per order: its median and quartiles, and the early-stopping floor's.
+``bench_search.py`` run report identical per-epoch metrics for the same draw), so a draw that some
+search of the run trained to its budget has recorded every result an early-stopping search of it could
+see (:func:`complete_draws`: the run's first N draws). This script feeds those results to the scheduler
+``search/run.py`` builds for each strategy (``create_scheduler`` on the strategy's own overrides: Ray's
+ASHA, the schedule-aware rule, ``budget=compute``), in the order ``--concurrency`` trials running side by
+side would report them, and counts the compute until the best so far reaches random search's final best.
+It does this for the recorded draw order and for ``--orders`` shuffles of it, and prints each
+strategy's ratio to random search (replayed the same way) per order: its median and quartiles, and the
+early-stopping floor's.
 
-Replayed compute is the recorded ``time_total_s``; the seconds Ray spends starting a trial's worker are
-not in it, as they are not in the real searches' budgets either.
+What a replay leaves out: a real early-stopping search goes on to draws beyond the pool with the
+compute it saved, and may find a better configuration there. Replayed compute is the recorded
+``time_total_s``; the seconds Ray spends starting a trial's worker are not in it, as they are not in
+the real searches' budgets either.
 
 Usage::
 
@@ -96,6 +99,31 @@ def first_report_ranks(trials: list[tuple[str, list[dict]]], target: float, metr
                   for _, rows in trials if any((row.get(metric) or 0.0) >= target for row in rows))
 
 
+def complete_draws(experiments: list[Path], default_epochs: int) -> list[tuple[str, list[dict]]]:
+    """The first draws of a run's searches, in draw order, each with its whole curve: (trial id, results).
+
+    Training is deterministic per draw, so a draw's results in any search of the run are a prefix of the
+    same curve, and a search that trained it to its budget (``runner.max_epochs``, else
+    ``default_epochs``) recorded all of it; the first such search in ``experiments`` gives it. Random
+    search's last draws are cut short by the budget, and an early-stopping search may have finished
+    them: the pool runs up to the first draw no search finished, so it is the first N draws, not a
+    selection by score.
+    """
+    from search.results import trial_rows
+    from search.spec import MAX_EPOCHS_PATH
+
+    curves: dict[int, tuple[str, list[dict]]] = {}
+    for experiment in experiments:
+        for trial_id, rows in trial_rows(experiment).items():
+            budget = int(rows[0].get('config', {}).get(MAX_EPOCHS_PATH, default_epochs)) if rows else 0
+            if rows and rows[-1].get('epoch', 0) >= budget:
+                curves.setdefault(int(trial_id.rsplit('_', 1)[1]), (trial_id, rows))  # ids end in the draw index
+    pool = []
+    while len(pool) in curves:
+        pool.append(curves[len(pool)])
+    return pool
+
+
 def scheduler_factory(overrides: list[str], epoch_seconds: float | None):
     """A function returning a fresh scheduler, built as ``search/run.py`` would build it from ``overrides``."""
     from search.config import compose_config
@@ -127,7 +155,8 @@ def quartiles(values: list[float | None]) -> tuple[float, float, float]:
 
 
 def main(argv=None) -> int:
-    from search.results import trial_rows
+    from search.config import compose_config
+    from search.spec import build_spec
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('run', type=Path, help='the JSON a bench_search.py run wrote (it names its folder and arms)')
@@ -149,7 +178,6 @@ def main(argv=None) -> int:
     random_arm = run['runs'].get('random')
     if random_arm is None:
         raise SystemExit(f'{args.run} has no random arm: the replay needs its fully trained trials')
-    trials = sorted((t, rows) for t, rows in trial_rows(folder / 'random').items() if rows)  # ids end in the draw index
     target = args.target if args.target is not None else random_arm['final_best']
     common = [o for o in random_arm['overrides'] if o not in STRATEGIES['random']]
     strategies = {name: STRATEGIES[name] for name in ['random', *(args.strategies or run['runs'])]}
@@ -163,6 +191,8 @@ def main(argv=None) -> int:
         raise SystemExit(f'budget=compute needs the seconds of one full-cost epoch: no probe in {folder}/*.log, '
                          f'pass --epoch-seconds')
     factories = {name: scheduler_factory([*common, *overrides], epoch_seconds) for name, overrides in strategies.items()}
+    max_epochs = build_spec(compose_config([*common, *STRATEGIES['random']]), dry_run=False).max_epochs
+    trials = complete_draws([folder / name for name in sorted(run['runs'], key=lambda n: n != 'random')], max_epochs)
 
     shuffler = random.Random(args.seed)
     orders = [trials] + [shuffler.sample(trials, len(trials)) for _ in range(args.orders)]
@@ -177,7 +207,7 @@ def main(argv=None) -> int:
             ratios[name].append(needs / random_needs if needs is not None else None)
         ratios['floor'].append(order_floor(order, target) / random_needs)
 
-    print(f'{len(trials)} trials of {folder / "random"}, target bbox_mAP {target:.4f}, '
+    print(f'the first {len(trials)} draws of {folder} (each trained to its budget by some search), target bbox_mAP {target:.4f}, '
           f'{args.concurrency} at a time; the recorded draw order and {args.orders} shuffles of it')
     print(f'rank after the first report of each trial that reaches the target: {first_report_ranks(trials, target)} '
           f'of {len(trials)}')

@@ -11,12 +11,18 @@ from bench_search import compute_curve, compute_on_hopeless, compute_to_reach, e
 
 def _experiment(folder: Path, trials: dict[str, list[tuple[float, float]]]) -> Path:
     """A Tune experiment folder whose trials reported (time_total_s, bbox_mAP) once an epoch."""
+    return _write_experiment(folder, {
+        trial_id: [dict(epoch=epoch, time_total_s=seconds, bbox_mAP=score, timestamp=number * 1000 + epoch)
+                   for epoch, (seconds, score) in enumerate(rows, 1)]
+        for number, (trial_id, rows) in enumerate(trials.items())})
+
+
+def _write_experiment(folder: Path, trials: dict[str, list[dict]]) -> Path:
+    """A Tune experiment folder whose trials reported these results."""
     states = []
-    for number, (trial_id, rows) in enumerate(trials.items()):
+    for trial_id, rows in trials.items():
         (folder / trial_id).mkdir(parents=True)
-        (folder / trial_id / 'result.json').write_text(''.join(
-            json.dumps(dict(epoch=epoch, time_total_s=seconds, bbox_mAP=score, timestamp=number * 1000 + epoch)) + '\n'
-            for epoch, (seconds, score) in enumerate(rows, 1)))
+        (folder / trial_id / 'result.json').write_text(''.join(json.dumps(row) + '\n' for row in rows))
         states.append([json.dumps(dict(trial_id=trial_id, status='TERMINATED', relative_logdir=trial_id, config={})),
                        json.dumps({})])
     (folder / 'experiment_state-2026-12-01_12-00-00.json').write_text(json.dumps({'trial_data': states}))
@@ -118,3 +124,18 @@ def test_quartiles_rank_never_reached_above_every_ratio():
     from replay_search import quartiles
 
     assert quartiles([0.5, None, 0.2, 0.9, None]) == (0.5, 0.9, float('inf'))
+
+
+def test_complete_draws_take_each_draw_from_a_search_that_finished_it_and_stop_at_the_first_gap(tmp_path):
+    from replay_search import complete_draws
+
+    def rows(epochs, budget):
+        return [dict(epoch=e, time_total_s=20.0 * e, bbox_mAP=0.01 * e, config={'runner.max_epochs': budget})
+                for e in range(1, epochs + 1)]
+
+    # Random search's budget cut draw 1 short; ASHA finished it, stopped draw 2 early and finished draw 3.
+    random_search = _write_experiment(tmp_path / 'random', {'r_00000': rows(3, 3), 'r_00001': rows(1, 4)})
+    asha = _write_experiment(tmp_path / 'asha', {'a_00000': rows(1, 3), 'a_00001': rows(4, 4), 'a_00002': rows(1, 2),
+                                                 'a_00003': rows(2, 2)})
+    pool = complete_draws([random_search, asha], default_epochs=6)
+    assert [(trial_id, len(results)) for trial_id, results in pool] == [('r_00000', 3), ('a_00001', 4)]
