@@ -31,6 +31,7 @@ import random
 import re
 import sys
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 from bench_search import STRATEGIES, order_floor
@@ -47,8 +48,8 @@ def replay(scheduler, trials: list[tuple[str, list[dict]]], target: float, metri
            concurrency: int = 2) -> float | None:
     """Compute ``scheduler`` spends until a trial's ``metric`` reaches ``target``; ``None`` if none does.
 
-    ``trials``: (trial id, its results in report order) in the order the search starts them; each
-    result carries ``time_total_s``. A trial starts when a slot frees (the search starts with
+    ``trials``: (trial id, its results in report order, at least one) in the order the search starts
+    them; each result carries ``time_total_s``. A trial starts when a slot frees (the search starts with
     ``concurrency`` of them), reports its results at its start time plus their ``time_total_s``, and
     ends at its last result or when the scheduler says STOP. Results are fed in clock order.
     """
@@ -63,8 +64,6 @@ def replay(scheduler, trials: list[tuple[str, list[dict]]], target: float, metri
         nonlocal count
         while waiting and len(reports) < concurrency:
             trial_id, rows = waiting.pop()
-            if not rows:
-                continue
             trial = ReplayedTrial(trial_id)
             scheduler.on_trial_add(None, trial)
             heapq.heappush(reports, (clock + rows[0]['time_total_s'], count, trial, rows, 0))
@@ -99,38 +98,58 @@ def first_report_ranks(trials: list[tuple[str, list[dict]]], target: float, metr
                   for _, rows in trials if any((row.get(metric) or 0.0) >= target for row in rows))
 
 
-def complete_draws(experiments: list[Path], default_epochs: int) -> list[tuple[str, list[dict]]]:
-    """The first draws of a run's searches, in draw order, each with its whole curve: (trial id, results).
+Curves = dict[int, list[tuple[str, list[dict]]]]  # draw index -> (trial id, results) of each search that ran it
 
-    Training is deterministic per draw, so a draw's results in any search of the run are a prefix of the
-    same curve, and a search that trained it to its budget (``runner.max_epochs``, else
-    ``default_epochs``) recorded all of it; the first such search in ``experiments`` gives it. Random
-    search's last draws are cut short by the budget, and an early-stopping search may have finished
-    them: the pool runs up to the first draw no search finished, so it is the first N draws, not a
-    selection by score.
+
+def draw_curves(searches: dict[str, dict[str, list[dict]]]) -> Curves:
+    """:data:`Curves` of a run's searches (search -> ``trial_rows``), in the searches' order."""
+    curves: Curves = {}
+    for rows_of in searches.values():
+        for trial_id, rows in rows_of.items():
+            if rows:
+                curves.setdefault(int(trial_id.rsplit('_', 1)[1]), []).append((trial_id, rows))  # ids end in the index
+    return curves
+
+
+def agreeing_epochs(curves: Curves, metric: str = 'bbox_mAP') -> tuple[int, int]:
+    """(epochs reported alike, epochs reported) by two searches of the same draw, over every pair.
+
+    The replay rests on training being deterministic per draw; this counts how far the run bears it out.
     """
-    from search.results import trial_rows
+    agree = shared = 0
+    for recorded in curves.values():
+        for (_, first), (_, second) in combinations(recorded, 2):
+            for a, b in zip(first, second):
+                shared += 1
+                agree += a.get(metric) == b.get(metric)
+    return agree, shared
+
+
+def complete_draws(curves: Curves, default_epochs: int) -> list[tuple[str, list[dict]]]:
+    """The run's first draws, in draw order, each with its whole curve: (trial id, results).
+
+    ``curves`` is :func:`draw_curves`. A draw's results in any search of the run are a prefix of the
+    same curve (:func:`agreeing_epochs`), and a search that trained it to its budget
+    (``runner.max_epochs``, else ``default_epochs``) recorded all of it; the first such search gives it.
+    Random search's last draws are cut short by the budget, and an early-stopping search may have
+    finished them: the pool runs up to the first draw no search finished, so it is the first N draws,
+    not a selection by score.
+    """
     from search.spec import MAX_EPOCHS_PATH
 
-    curves: dict[int, tuple[str, list[dict]]] = {}
-    for experiment in experiments:
-        for trial_id, rows in trial_rows(experiment).items():
-            budget = int(rows[0].get('config', {}).get(MAX_EPOCHS_PATH, default_epochs)) if rows else 0
-            if rows and rows[-1].get('epoch', 0) >= budget:
-                curves.setdefault(int(trial_id.rsplit('_', 1)[1]), (trial_id, rows))  # ids end in the draw index
+    def finished(rows: list[dict]) -> bool:
+        return rows[-1].get('epoch', 0) >= int(rows[0].get('config', {}).get(MAX_EPOCHS_PATH, default_epochs))
+
     pool = []
-    while len(pool) in curves:
-        pool.append(curves[len(pool)])
+    while (whole := next((trial for trial in curves.get(len(pool), []) if finished(trial[1])), None)) is not None:
+        pool.append(whole)
     return pool
 
 
-def scheduler_factory(overrides: list[str], epoch_seconds: float | None):
-    """A function returning a fresh scheduler, built as ``search/run.py`` would build it from ``overrides``."""
-    from search.config import compose_config
+def scheduler_factory(spec, epoch_seconds: float | None):
+    """A function returning a fresh scheduler, built as ``search/run.py`` builds it for ``spec``."""
     from search.schedulers import budget_for, create_scheduler
-    from search.spec import build_spec
 
-    spec = build_spec(compose_config(overrides), dry_run=False)
     budget = budget_for(spec, epoch_seconds if spec.budget == 'compute' else None)
 
     def make():
@@ -156,6 +175,7 @@ def quartiles(values: list[float | None]) -> tuple[float, float, float]:
 
 def main(argv=None) -> int:
     from search.config import compose_config
+    from search.results import trial_rows
     from search.spec import build_spec
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -186,13 +206,17 @@ def main(argv=None) -> int:
         if not name or not overrides:
             raise SystemExit(f"--variant '{variant}' is not NAME=OVERRIDES")
         strategies[name] = overrides.split()
+    specs = {name: build_spec(compose_config([*common, *overrides]), dry_run=False)
+             for name, overrides in strategies.items()}
     epoch_seconds = args.epoch_seconds or next((s for s in map(probe_seconds, sorted(folder.glob('*.log'))) if s), None)
-    if epoch_seconds is None and any('budget=compute' in overrides for overrides in strategies.values()):
+    if epoch_seconds is None and any(spec.budget == 'compute' for spec in specs.values()):
         raise SystemExit(f'budget=compute needs the seconds of one full-cost epoch: no probe in {folder}/*.log, '
                          f'pass --epoch-seconds')
-    factories = {name: scheduler_factory([*common, *overrides], epoch_seconds) for name, overrides in strategies.items()}
-    max_epochs = build_spec(compose_config([*common, *STRATEGIES['random']]), dry_run=False).max_epochs
-    trials = complete_draws([folder / name for name in sorted(run['runs'], key=lambda n: n != 'random')], max_epochs)
+    factories = {name: scheduler_factory(spec, epoch_seconds) for name, spec in specs.items()}
+    # Random search's records first: it trained the most draws to their budget.
+    curves = draw_curves({name: trial_rows(folder / name) for name in sorted(run['runs'], key=lambda n: n != 'random')})
+    agree, shared = agreeing_epochs(curves)
+    trials = complete_draws(curves, specs['random'].max_epochs)
 
     shuffler = random.Random(args.seed)
     orders = [trials] + [shuffler.sample(trials, len(trials)) for _ in range(args.orders)]
@@ -209,6 +233,8 @@ def main(argv=None) -> int:
 
     print(f'the first {len(trials)} draws of {folder} (each trained to its budget by some search), target bbox_mAP {target:.4f}, '
           f'{args.concurrency} at a time; the recorded draw order and {args.orders} shuffles of it')
+    print(f'determinism: {agree} of the {shared} epochs that two searches of the run both trained for the same '
+          f'draw report the same bbox_mAP')
     print(f'rank after the first report of each trial that reaches the target: {first_report_ranks(trials, target)} '
           f'of {len(trials)}')
     print(f"{'search':>18} {'recorded order':>14} {'real run':>9} {'median':>7} {'q1':>6} {'q3':>6} {'never':>6}")
@@ -224,6 +250,7 @@ def main(argv=None) -> int:
     out = args.run.with_name(args.run.stem + '-replay.json')
     out.write_text(json.dumps(dict(command=' '.join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
                                    target=target, trials=len(trials), orders=len(orders), strategies=strategies,
+                                   agreeing_epochs=agree, shared_epochs=shared,
                                    recorded_order_compute_s=recorded, ratios=ratios), indent=1) + '\n')
     print(f'written: {out}')
     return 0

@@ -7,22 +7,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'bench'))
 
 from bench_search import compute_curve, compute_on_hopeless, compute_to_reach, early_stopping_floor  # noqa: E402
+from replay_search import replay  # noqa: E402
 
 
 def _experiment(folder: Path, trials: dict[str, list[tuple[float, float]]]) -> Path:
     """A Tune experiment folder whose trials reported (time_total_s, bbox_mAP) once an epoch."""
-    return _write_experiment(folder, {
-        trial_id: [dict(epoch=epoch, time_total_s=seconds, bbox_mAP=score, timestamp=number * 1000 + epoch)
-                   for epoch, (seconds, score) in enumerate(rows, 1)]
-        for number, (trial_id, rows) in enumerate(trials.items())})
-
-
-def _write_experiment(folder: Path, trials: dict[str, list[dict]]) -> Path:
-    """A Tune experiment folder whose trials reported these results."""
     states = []
-    for trial_id, rows in trials.items():
+    for number, (trial_id, rows) in enumerate(trials.items()):
         (folder / trial_id).mkdir(parents=True)
-        (folder / trial_id / 'result.json').write_text(''.join(json.dumps(row) + '\n' for row in rows))
+        (folder / trial_id / 'result.json').write_text(''.join(
+            json.dumps(dict(epoch=epoch, time_total_s=seconds, bbox_mAP=score, timestamp=number * 1000 + epoch)) + '\n'
+            for epoch, (seconds, score) in enumerate(rows, 1)))
         states.append([json.dumps(dict(trial_id=trial_id, status='TERMINATED', relative_logdir=trial_id, config={})),
                        json.dumps({})])
     (folder / 'experiment_state-2026-12-01_12-00-00.json').write_text(json.dumps({'trial_data': states}))
@@ -61,7 +56,6 @@ def test_compute_on_hopeless_counts_only_what_never_learned_after_its_first_repo
 
 
 # bench/replay_search.py: recorded results through Ray's real schedulers.
-from replay_search import replay  # noqa: E402
 
 
 def _trials(**curves: list[float]) -> list[tuple[str, list[dict]]]:
@@ -104,9 +98,12 @@ def test_replayed_schedulers_are_the_ones_run_py_builds():
     from ray.tune.schedulers import ASHAScheduler
 
     from replay_search import scheduler_factory
+    from search.config import compose_config
     from search.schedule_aware import ScheduleAwareScheduler
+    from search.spec import build_spec
 
-    scheduler = scheduler_factory(['space=dbf', 'scheduler=asha', 'budget=compute'], epoch_seconds=12.0)()
+    spec = build_spec(compose_config(['space=dbf', 'scheduler=asha', 'budget=compute']), dry_run=False)
+    scheduler = scheduler_factory(spec, epoch_seconds=12.0)()
     assert isinstance(scheduler, ScheduleAwareScheduler) and isinstance(scheduler.base, ASHAScheduler)
     first_rung = min(milestone for milestone, _ in scheduler.base._brackets[0]._rungs)
     assert scheduler.base._time_attr == 'compute_seconds' and first_rung == 12.0  # one probed epoch
@@ -127,15 +124,23 @@ def test_quartiles_rank_never_reached_above_every_ratio():
 
 
 def test_complete_draws_take_each_draw_from_a_search_that_finished_it_and_stop_at_the_first_gap(tmp_path):
-    from replay_search import complete_draws
+    from replay_search import complete_draws, draw_curves
 
     def rows(epochs, budget):
         return [dict(epoch=e, time_total_s=20.0 * e, bbox_mAP=0.01 * e, config={'runner.max_epochs': budget})
                 for e in range(1, epochs + 1)]
 
     # Random search's budget cut draw 1 short; ASHA finished it, stopped draw 2 early and finished draw 3.
-    random_search = _write_experiment(tmp_path / 'random', {'r_00000': rows(3, 3), 'r_00001': rows(1, 4)})
-    asha = _write_experiment(tmp_path / 'asha', {'a_00000': rows(1, 3), 'a_00001': rows(4, 4), 'a_00002': rows(1, 2),
-                                                 'a_00003': rows(2, 2)})
-    pool = complete_draws([random_search, asha], default_epochs=6)
+    curves = draw_curves({'random': {'r_00000': rows(3, 3), 'r_00001': rows(1, 4)},
+                          'asha': {'a_00000': rows(1, 3), 'a_00001': rows(4, 4), 'a_00002': rows(1, 2),
+                                   'a_00003': rows(2, 2)}})
+    pool = complete_draws(curves, default_epochs=6)
     assert [(trial_id, len(results)) for trial_id, results in pool] == [('r_00000', 3), ('a_00001', 4)]
+
+
+def test_agreeing_epochs_compare_every_epoch_two_searches_share_of_a_draw():
+    from replay_search import agreeing_epochs, draw_curves
+
+    curves = draw_curves({'random': dict(_trials(r_00000=[0.1, 0.2, 0.3], r_00001=[0.0])),
+                          'asha': dict(_trials(a_00000=[0.1, 0.25], a_00001=[0.0], a_00002=[0.4]))})
+    assert agreeing_epochs(curves) == (2, 3)  # draw 0 differs at its second epoch; draw 2 ran once
