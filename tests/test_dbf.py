@@ -42,6 +42,9 @@ def test_dbf_seed_steps_list_readme_example():
     (dict(type='BudgetStepFreezeSchedule', period=0.25), 12, [0, 3, 6, 9]),
     # rho=4, duty=2, phase=2, warmup=2 for 8 epochs
     (dict(type='BudgetStepFreezeSchedule', period=0.5, phase=0.5, duty=0.5, warmup=0.25), 8, [0, 1, 4, 5]),
+    # period 0.25 of 4 epochs rounds to rho=1 (never frozen); min_rho=2 keeps a frozen epoch per period
+    (dict(type='BudgetStepFreezeSchedule', period=0.25), 4, [0, 1, 2, 3]),
+    (dict(type='BudgetStepFreezeSchedule', period=0.25, min_rho=2), 4, [0, 2]),
     (dict(type='EpochListFreezeSchedule', steps=[3, 0]), 5, [0, 3]),
     (dict(type='EpochListFreezeSchedule', steps=[]), 5, []),
     (dict(type='AlwaysFrozenSchedule'), 5, []),
@@ -101,6 +104,7 @@ def test_dbf_every_period_trains_exactly_duty_steps(rho, data, warmup):
     (dict(type='BudgetStepFreezeSchedule', period=0), 'period must be a number in (0, 1], got 0'),
     (dict(type='BudgetStepFreezeSchedule', phase=1.0), 'phase must be a number in [0, 1), got 1.0'),
     (dict(type='BudgetStepFreezeSchedule', warmup=1.5), 'warmup must be a number in [0, 1], got 1.5'),
+    (dict(type='BudgetStepFreezeSchedule', min_rho=0), 'min_rho must be an int >= 1, got 0'),
     (dict(type='EpochListFreezeSchedule', steps=[1, -2]), 'got -2'),
     (dict(type='NoSuchSchedule'), 'NoSuchSchedule'),
     ('StepFreezeSchedule', 'registered types'),
@@ -240,6 +244,12 @@ def test_dbf_frozen_epoch_keeps_backbone_bit_identical_with_sgd_momentum_and_dec
     assert [m['dbf_trained_fraction'] for m in rec.metrics] == pytest.approx([1.0, 0.5, 1 / 3, 0.5])
     assert all(m['dbf_epoch_seconds'] > 0 and m['dbf_epoch_peak_mem_mb'] > 0 for m in rec.metrics)
     assert 'forward' not in runner.model.backbone.__dict__  # the gate is removed after the run
+
+
+def test_dbf_epoch_metrics_are_the_declared_ones_and_reading_clears_nothing(tmp_path):
+    _, rec, _ = run_toy(tmp_path, dict(type='StepFreezeSchedule', rho=2), 2)
+    assert all(set(m) == set(DynamicBackboneFreezingHook.METRICS.names()) for m in rec.metrics)
+    assert rec.dbf.epoch_metrics() == rec.metrics[-1]  # read once per epoch already, still there
 
 
 def test_dbf_iteration_granularity_reports_trained_share(tmp_path):

@@ -162,17 +162,19 @@ def test_scale_path_soft_cost_has_no_gradient_but_block_cost_has():
     assert torch.all(gate.grad == 4)
 
 
-def test_cost_meter_epoch_metrics_cover_eval_images_and_reset():
+def test_cost_meter_epoch_metrics_are_real_gflops_of_eval_images_kept_until_the_next_window():
     meter = HeadCostMeter()
-    gib = 2.0**30
-    meter.record(torch.tensor([[1.0], [1.0], [4.0]], dtype=torch.float64) * gib, training=True)
-    meter.record(torch.tensor([[1.0, 2.0], [1.0, 3.0], [4.0, 4.0]], dtype=torch.float64) * gib,
+    giga_macs = 1e9  # 1e9 multiply-accumulates are 2 GFLOPs
+    meter.record(torch.tensor([[1.0], [1.0], [4.0]], dtype=torch.float64) * giga_macs, training=True)
+    meter.record(torch.tensor([[1.0, 2.0], [1.0, 3.0], [4.0, 4.0]], dtype=torch.float64) * giga_macs,
                  training=False)
-    meter.record(torch.tensor([[2.0], [2.0], [4.0]], dtype=torch.float64) * gib, training=False)
+    meter.record(torch.tensor([[2.0], [2.0], [4.0]], dtype=torch.float64) * giga_macs, training=False)
     metrics = meter.epoch_metrics('dhead_')
-    assert metrics == pytest.approx(dict(dhead_gflops_avg=2.0, dhead_gflops_min=1.0,
-                                         dhead_gflops_max=3.0, dhead_gflops_full=4.0,
+    assert metrics == pytest.approx(dict(dhead_gflops_avg=4.0, dhead_gflops_min=2.0,
+                                         dhead_gflops_max=6.0, dhead_gflops_full=8.0,
                                          dhead_used_ratio=0.5))
+    assert meter.epoch_metrics('dhead_') == metrics  # reading clears nothing
+    meter.start_window()
     assert meter.epoch_metrics('dhead_') == {}
 
 
@@ -245,28 +247,35 @@ def test_simple_test_output_and_epoch_metrics(variant):
     metrics = model.bbox_head.epoch_metrics()
     channels, depth = 16, 2
     per_location = 2 * (channels * 2 * 9 + channels) + 2 * (channels * channels * 9 + channels)
-    full = 2 * depth * per_location * feature_locations(64, 64) / 2**30
+    full = 2 * depth * per_location * feature_locations(64, 64) * 2 / 1e9  # two towers; a MAC is 2 FLOPs
+    assert set(metrics) == set(DynamicFCOSHead.METRICS.names())
     assert metrics['dhead_gflops_full'] == pytest.approx(full)
     assert metrics['dhead_gflops_min'] <= metrics['dhead_gflops_avg'] <= metrics['dhead_gflops_max']
     assert metrics['dhead_gflops_max'] <= full * (1 + 1e-9)
     if variant == 'fixed':
         assert metrics['dhead_gflops_avg'] == pytest.approx(full)
+    assert model.bbox_head.epoch_metrics() == metrics  # reading clears nothing
+    model.train()  # what mmcv's runner does at each epoch's start: a new window
     assert model.bbox_head.epoch_metrics() == {}
 
 
-def test_space_file_switches_the_head_and_samples_known_arguments():
-    from pathlib import Path
-    space = yaml.safe_load((Path(__file__).resolve().parents[1] / 'spaces' / 'dynamic_head.yaml')
-                           .read_text())
-    assert space['overrides'] == ['model=fcos']
-    head = space['mmdet']['model']['bbox_head']
-    assert head['type'] == 'DynamicFCOSHead'
-    assert 'in_channels' not in head and 'feat_channels' not in head
-    for path in space['params']:
+@pytest.mark.parametrize('base', ['fcos', 'mmdet::fcos/fcos_r50_caffe_fpn_gn-head_1x_coco.py'])
+def test_space_file_switches_the_head_and_samples_known_arguments(base):
+    from search.mmdet_config import load_base, merge_space, resolve_base
+    from search.space import load_space
+
+    space = load_space('dynamic_head')
+    assert space.overrides == ('base=fcos',)
+    original = load_base(resolve_base(base))['model']['bbox_head']
+    head = merge_space(load_base(resolve_base(base)), space)['model']['bbox_head']
+    assert head['type'] == 'DynamicFCOSHead' and original['type'] == 'FCOSHead'
+    # the base's channels, strides, norm and losses stay
+    assert all(head[k] == original[k] for k in ('in_channels', 'feat_channels', 'strides', 'loss_cls'))
+    for path in space.params:
         assert path.startswith('model.bbox_head.')
         assert path.split('.')[-1] in head
-    assert space['params']['model.bbox_head.depth'] == {'choice': [2, 4, 8]}
-    assert 0.0 in space['params']['model.bbox_head.budget_lambda']['choice']
+    assert space.params['model.bbox_head.depth'].args == (2, 4, 8)
+    assert 0.0 not in space.params['model.bbox_head.budget_lambda'].args  # lambda 0 is the reference's
 
 
 # ---------------------------------------------------------------- short real training

@@ -229,6 +229,7 @@ def test_dense_image_options():
 def test_epoch_metrics_and_last_phase_change_epoch():
     head = _build(update_iter_interval=250)
     assert set(head.epoch_metrics()) == {'drcnn_iou_thr', 'drcnn_beta', 'drcnn_num_updates'}
+    assert set(head.epoch_metrics()) == set(DynamicRCNNRoIHead.METRICS.names())
     assert head.last_phase_change_epoch(max_epochs=12, iters_per_epoch=100) == 3
     assert head.last_phase_change_epoch(max_epochs=12, iters_per_epoch=250) == 1
     assert head.last_phase_change_epoch(max_epochs=2, iters_per_epoch=10) == 2
@@ -247,42 +248,29 @@ def test_bad_settings_raise_value_error(bad, match):
         _build(**bad)
 
 
-def test_space_file_builds_heads_at_the_range_ends():
-    """Every sampled value at both ends of its range builds a head (float C included)."""
-    import yaml
-    from pathlib import Path
-    repo = Path(__file__).resolve().parents[1]
-    space = yaml.safe_load((repo / 'spaces' / 'dynamic_rcnn.yaml').read_text())
-    preset = yaml.safe_load((repo / 'search' / 'conf' / 'model' / 'faster_rcnn.yaml').read_text())
-    assert 'model=faster_rcnn' in space['overrides']
-    model = copy.deepcopy(preset['mmdet'])
-    _merge(model, space['mmdet']['model'])
-    assert model['roi_head']['type'] == 'DynamicRCNNRoIHead'
-    for end in (0, -1):
-        cfg = dict(model=copy.deepcopy(model))
-        for path, dist in space['params'].items():
-            (kind, values), = dist.items()
-            keys = path.split('.')
-            node = cfg
-            for key in keys[:-1]:
-                node = node[key]
-            assert keys[-1] in node, path  # the path exists before it is set
-            node[keys[-1]] = values[end]
-        roi = dict(cfg['model']['roi_head'], train_cfg=cfg['model']['train_cfg']['rcnn'],
-                   test_cfg=cfg['model']['test_cfg']['rcnn'])
-        roi['bbox_head']['num_classes'] = 2
-        head = _make(roi)
-        dyn = roi['train_cfg']['dynamic_rcnn']
+@pytest.mark.parametrize('base', ['faster_rcnn', 'mmdet::faster_rcnn/faster_rcnn_r50_fpn_1x_coco.py'])
+def test_space_file_builds_heads_at_the_range_ends(base):
+    """The space switches the base's RoI head to the dynamic one (keeping its extractor and box head),
+    and every sampled value at both ends of its range builds a head (float C included)."""
+    from search.mmdet_config import build_trial_config, load_base, merge_space, resolve_base
+    from search.space import highest, load_space, lowest
+
+    space = load_space('dynamic_rcnn')
+    assert 'base=faster_rcnn' in space.overrides
+    original = load_base(resolve_base(base))
+    config = merge_space(original, space)
+    roi = config['model']['roi_head']
+    assert roi['type'] == 'DynamicRCNNRoIHead' and original['model']['roi_head']['type'] == 'StandardRoIHead'
+    assert roi['bbox_roi_extractor'] == original['model']['roi_head']['bbox_roi_extractor']
+    assert roi['bbox_head']['loss_bbox']['type'] == 'SmoothL1Loss'  # the zoo's L1Loss has no beta to adapt
+    for pick in (lowest, highest):
+        cfg = build_trial_config(config, {path: pick(dist) for path, dist in space.params.items()})
+        head_cfg = dict(cfg.model.roi_head, train_cfg=cfg.model.train_cfg.rcnn, test_cfg=cfg.model.test_cfg.rcnn)
+        head_cfg['bbox_head']['num_classes'] = 2
+        head = _make(head_cfg)
+        dyn = head_cfg['train_cfg']['dynamic_rcnn']
         assert head.dynamic_cfg['update_iter_interval'] == round(dyn['update_iter_interval'])
         assert head.bbox_assigner.pos_iou_thr == dyn['initial_iou']
-
-
-def _merge(base, extra):
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
 
 
 @pytest.mark.slow

@@ -145,7 +145,9 @@ def test_const_cosine_hook_in_a_real_runner(tmp_path):
 
 
 def _model_cfg(name, resizer, num_classes=2):
-    cfg = yaml.safe_load((REPO / 'search' / 'conf' / 'model' / f'{name}.yaml').read_text())['mmdet']
+    from search.mmdet_config import load_base, resolve_base
+
+    cfg = load_base(resolve_base(name))['model']  # the search's preset of that detector
     cfg['type'] = DETECTOR_TYPES[name]
     cfg['backbone'] = dict(type='ResNet', depth=18, num_stages=4, out_indices=(0, 1, 2, 3), norm_eval=False)
     cfg['neck']['in_channels'] = [64, 128, 256, 512]
@@ -241,7 +243,7 @@ def test_forward_train_edge_cases_finite(name):
         assert all(torch.isfinite(p.grad).all() for p in model.resizer.parameters() if p.grad is not None)
 
 
-def test_epoch_metrics_split_and_reset():
+def test_epoch_metrics_split_and_kept_until_training_mode_starts_a_new_window():
     resizer = DynamicResizer(encoder=SMALL_ENCODER)
     _force_scale_factor(resizer, 1.0)
     img = torch.randn(2, 3, 64, 64)
@@ -253,6 +255,9 @@ def test_epoch_metrics_split_and_reset():
     out = resizer.epoch_metrics()
     assert out['dyra_train_sf_mean'] == pytest.approx(1.0) and out['dyra_eval_sf_std'] == pytest.approx(0, abs=1e-6)
     assert out['dyra_eval_pixel_ratio'] == pytest.approx(1.0) and out['dyra_gamma'] == pytest.approx(6.8)
+    assert set(out) == set(DynamicResizer.METRICS.names())
+    assert resizer.epoch_metrics() == out  # reading clears nothing
+    resizer.train()  # what mmcv's runner does at each epoch's start: a new window
     assert set(resizer.epoch_metrics()) == {'dyra_gamma'}
 
 
@@ -326,7 +331,9 @@ def test_gamma_is_in_state_dict_for_resume():
 
 def test_space_file_values_are_valid():
     space = yaml.safe_load((REPO / 'spaces' / 'dyra.yaml').read_text())
-    assert space['mmdet']['model']['type'] in DETECTORS.module_dict
+    switch = space['requires']['model.type']  # the detector types DyRA supports, each to its DyRA class
+    assert set(switch) == {'RetinaNet', 'FCOS', 'FasterRCNN'}
+    assert all(dyra in DETECTORS.module_dict and dyra == 'DyRA' + plain for plain, dyra in switch.items())
     params = space['params']
     lr = {k: v for k, v in space['mmdet']['lr_config'].items() if k not in ('_delete_', 'policy')}
     for pareto_range in params['model.resizer.pareto_range']['choice']:

@@ -1,6 +1,5 @@
 """Dynamic Backbone Freezing (DBF, arXiv 2407.15143) as an mmdet 2.x hook; see docs/dbf.md."""
 from .hook import BackboneGate, DynamicBackboneFreezingHook, unwrap_model
-from .memory import PeakMemory
 from .schedules import (FREEZE_SCHEDULES, AlwaysFrozenSchedule, BaseFreezeSchedule, BudgetStepFreezeSchedule,
                         EpochListFreezeSchedule, NeverFrozenSchedule, StepFreezeSchedule, build_freeze_schedule,
                         step_trains)
@@ -8,5 +7,5 @@ from .schedules import (FREEZE_SCHEDULES, AlwaysFrozenSchedule, BaseFreezeSchedu
 __all__ = [
     'AlwaysFrozenSchedule', 'BackboneGate', 'BaseFreezeSchedule', 'BudgetStepFreezeSchedule',
     'DynamicBackboneFreezingHook', 'EpochListFreezeSchedule', 'FREEZE_SCHEDULES', 'NeverFrozenSchedule',
-    'PeakMemory', 'StepFreezeSchedule', 'build_freeze_schedule', 'step_trains', 'unwrap_model',
+    'StepFreezeSchedule', 'build_freeze_schedule', 'step_trains', 'unwrap_model',
 ]

@@ -5,7 +5,8 @@ import torch
 from mmcv.runner import HOOKS, Hook
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .memory import PeakMemory
+from ..memory import PeakMemory
+from ..protocol import MetricSpec, Plot, declare
 from .schedules import build_freeze_schedule
 
 BN_MODES = ('train', 'eval')
@@ -79,16 +80,33 @@ class DynamicBackboneFreezingHook(Hook):
     takes the same decisions as an uninterrupted run.
 
     The running sums behind ``dbf_trained_fraction`` are kept in ``runner.meta['hook_msgs']``,
-    which mmcv writes into every checkpoint and restores on ``runner.resume``.
+    which mmcv writes into every checkpoint and restores on ``runner.resume``. Metrics: ``METRICS``.
 
     Args:
         schedule (dict | BaseFreezeSchedule): the freezing schedule, e.g.
             ``dict(type='StepFreezeSchedule', rho=2)``. Default: ``StepFreezeSchedule(rho=2)``.
         bn_mode (str): BatchNorm behaviour in frozen steps, 'train' (the seed's: statistics keep
             updating) or 'eval' (see :class:`BackboneGate`). Default: 'train'.
-        measure_memory (bool): report each epoch's peak memory (RSS sampled by a thread on the
-            CPU, ``torch.cuda.max_memory_allocated`` on CUDA). Default: True.
+        measure_memory (bool): report each epoch's peak memory (the process's peak resident set
+            on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA; :mod:`dyncomponents.memory`).
+            Default: True.
     """
+
+    METRICS = declare('Dynamic Backbone Freezing', [
+        MetricSpec('dbf_trained', 'fraction', "share of the latest epoch's iterations in which the backbone "
+                   'trained: 1.0 or 0.0 with per-epoch schedules'),
+        MetricSpec('dbf_trained_fraction', 'fraction', 'backbone-trained epochs / epochs so far, over the whole '
+                   'run including what was trained before a resume'),
+        MetricSpec('dbf_epoch_seconds', 's', "wall seconds from the start of the latest epoch's first iteration "
+                   'to the end of its last'),
+        MetricSpec('dbf_epoch_peak_mem_mb', 'MiB', "peak memory of the latest epoch's iterations (with "
+                   'measure_memory)'),
+    ], plots=[
+        Plot(('dbf_trained',), style='timeline', title='DBF: share of the epoch with the backbone trained',
+             ylabel='1 trained, 0 frozen',
+             caption="DBF freeze timeline: one row per trial, one cell per epoch, coloured by the share of the "
+                     "epoch's iterations in which the backbone trained (dbf_trained); blank: epoch not run."),
+    ])
 
     def __init__(self, schedule=dict(type='StepFreezeSchedule', rho=2), bn_mode='train', measure_memory=True):
         if bn_mode not in BN_MODES:
@@ -172,15 +190,7 @@ class DynamicBackboneFreezingHook(Hook):
         self._metrics = metrics
 
     def epoch_metrics(self):
-        """Metrics of the last training epoch (see docs/dbf.md):
-
-        * ``dbf_trained``: share of the epoch's iterations in which the backbone trained (1.0 or 0.0
-          with per-epoch schedules);
-        * ``dbf_trained_fraction``: backbone-trained epochs / epochs so far, over the whole run
-          including what was trained before a resume;
-        * ``dbf_epoch_seconds``: wall seconds from the first iteration's start to the last one's end;
-        * ``dbf_epoch_peak_mem_mb``: peak memory of those iterations in MiB (with ``measure_memory``).
-        """
+        """The latest training epoch's ``METRICS`` (see docs/dbf.md); reading changes nothing."""
         return dict(self._metrics)
 
     def last_phase_change_epoch(self, max_epochs, iters_per_epoch):

@@ -152,7 +152,7 @@ class BudgetStepFreezeSchedule(BaseFreezeSchedule):
     budget. Lengths are converted to whole steps (epochs, or iterations when ``by_epoch=False``) with
     ``N = max_epochs`` (or ``max_epochs * iters_per_epoch``) as
 
-    * ``rho = max(1, round(period * N))``,
+    * ``rho = max(min_rho, round(period * N))``,
     * ``duty = min(rho, max(1, round(duty * rho)))``,
     * ``phase = round(phase * rho) % rho``,
     * ``warmup = round(warmup * N)``,
@@ -166,21 +166,26 @@ class BudgetStepFreezeSchedule(BaseFreezeSchedule):
             trains, so the default 0.0 means one trained epoch per period, the seed's behaviour. Default: 0.0.
         warmup (float): trained warm-up as a fraction of the budget, in ``[0, 1]``. Default: 0.0.
         by_epoch (bool): False counts in global iterations instead of epochs. Default: True.
+        min_rho (int): the shortest period in steps. With the default 1 a short budget can round the
+            period to one step, which never freezes; 2 keeps at least one frozen step in every period
+            whose duty leaves one (a search space then does not spend draws on plain fine-tuning). Default: 1.
     """
 
-    def __init__(self, period=0.25, phase=0.0, duty=0.0, warmup=0.0, by_epoch=True):
+    def __init__(self, period=0.25, phase=0.0, duty=0.0, warmup=0.0, by_epoch=True, min_rho=1):
         if not (isinstance(period, (int, float)) and not isinstance(period, bool) and 0 < period <= 1):
             raise ValueError(f'period must be a number in (0, 1], got {period!r}')
         _check_fraction('phase', phase, 0, 1, high_open=True)
         _check_fraction('duty', duty, 0, 1)
         _check_fraction('warmup', warmup, 0, 1)
+        _check_int('min_rho', min_rho, 1)
         self.period, self.phase, self.duty, self.warmup = period, phase, duty, warmup
         self.by_epoch = bool(by_epoch)
+        self.min_rho = min_rho
 
     def resolve(self, max_epochs, iters_per_epoch):
         """Return the whole-step ``(rho, phase, duty, warmup)`` for this budget."""
         n = max_epochs if self.by_epoch else max_epochs * iters_per_epoch
-        rho = max(1, round(self.period * n))
+        rho = max(self.min_rho, round(self.period * n))
         duty = min(rho, max(1, round(self.duty * rho)))
         return rho, round(self.phase * rho) % rho, duty, round(self.warmup * n)
 

@@ -5,6 +5,7 @@ from mmcv.runner import force_fp32
 from mmdet.models.builder import HEADS
 from mmdet.models.dense_heads import FCOSHead
 
+from ..protocol import MetricSpec, Plot, declare
 from .routing import VARIANTS, HeadCostMeter, RoutingTower
 
 
@@ -32,10 +33,25 @@ class DynamicFCOSHead(FCOSHead):
         budget_lambda (float): Weight lambda of the budget loss; 0 disables it. Default: 0.1.
         **kwargs: Passed to :class:`mmdet.models.dense_heads.FCOSHead`.
 
-    Metrics (``epoch_metrics``, prefix ``dhead_``): ``gflops_avg``, ``gflops_min``,
-    ``gflops_max`` (used MACs / 2**30 per image over the eval-mode forwards since the
-    last call), ``gflops_full`` (mean full cost) and ``used_ratio``.
+    Metrics: ``METRICS``, over the eval-mode forwards since the head was last put into
+    training mode (the latest epoch's evaluation). GFLOPs are 2 x multiply-accumulates / 1e9
+    of the routing towers, per image (docs/dynamic_head.md, "Cost accounting").
     """
+
+    METRICS = declare('Fine-grained dynamic head', [
+        MetricSpec('dhead_gflops_avg', 'GFLOPs', "mean GFLOPs per image that the towers' open gates execute, "
+                   "over the latest epoch's evaluation images"),
+        MetricSpec('dhead_gflops_min', 'GFLOPs', 'the least of those GFLOPs per image'),
+        MetricSpec('dhead_gflops_max', 'GFLOPs', 'the most of those GFLOPs per image'),
+        MetricSpec('dhead_gflops_full', 'GFLOPs', 'mean GFLOPs per image of the same routing towers with every '
+                   'gate open (not the standard FCOS head)'),
+        MetricSpec('dhead_used_ratio', 'fraction', 'mean per image of executed / all-gates-open cost'),
+    ], plots=[
+        Plot(('dhead_gflops_avg',), style='band', band=('dhead_gflops_min', 'dhead_gflops_max'),
+             reference='dhead_gflops_full', title='Dynamic head GFLOPs per image',
+             caption="Dynamic head GFLOPs per image: per-epoch mean, band from the epoch's min to max; dotted: "
+                     'the same routing towers with every gate open (dhead_gflops_full), not the standard FCOS head.'),
+    ])
 
     def __init__(self, num_classes, in_channels, depth=4, variant='dynamic',
                  gate_activation='GeReTanH', tau=1.5, init_gate=0.99, budget_lambda=0.1,
@@ -98,6 +114,12 @@ class DynamicFCOSHead(FCOSHead):
         losses.update(self.cost_meter.budget_losses(self.budget_lambda))
         return losses
 
+    def train(self, mode=True):
+        """Set the mode; entering training mode (each epoch's start) begins a new metrics window."""
+        if mode:
+            self.cost_meter.start_window()
+        return super().train(mode)
+
     def epoch_metrics(self):
-        """Head GFLOPs per image of the eval pass since the last call (keys ``dhead_*``)."""
+        """Head GFLOPs per image of the evaluation since the last ``train()`` (``METRICS``); reading clears nothing."""
         return self.cost_meter.epoch_metrics('dhead_')

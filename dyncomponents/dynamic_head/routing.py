@@ -18,6 +18,9 @@ from .gates import SpatialGate
 
 SOFT, USED, FULL = 0, 1, 2
 VARIANTS = ('dynamic', 'fixed')
+#: GFLOPs of one multiply-accumulate: a MAC is two floating-point operations. The original's README
+#: reports MACs / 2**30 as "GFLOPs": ours = its figure x 2 x 2**30 / 1e9 (about 2.147).
+GFLOPS_PER_MAC = 2 / 1e9
 
 
 def depthwise_unit_cost(channels):
@@ -189,13 +192,19 @@ class HeadCostMeter:
     """Keeps the last forward's head cost and the per-image costs of eval-mode forwards.
 
     ``record`` replaces the last cost on every forward, so costs never pile up
-    across iterations whether or not a budget loss consumes them.
+    across iterations whether or not a budget loss consumes them. The eval costs
+    are kept from :meth:`start_window` (the head calls it when put into training
+    mode, at each epoch's start) until the next one; reading them clears nothing.
     """
 
     def __init__(self):
         self.last = None
         self._eval_used = []
         self._eval_full = []
+
+    def start_window(self):
+        """Forget the eval costs recorded so far."""
+        self._eval_used, self._eval_full = [], []
 
     def record(self, cost, training):
         """Store ``cost`` (3, N) of the forward that just ran."""
@@ -216,12 +225,11 @@ class HeadCostMeter:
         return out
 
     def epoch_metrics(self, prefix='dhead_'):
-        """Head GFLOPs per image (MACs / 2**30) over eval forwards since the last call; resets."""
+        """Head GFLOPs per image (``GFLOPS_PER_MAC``) over the eval forwards of the window; {} without any."""
         if not self._eval_used:
             return {}
-        used = torch.tensor(self._eval_used, dtype=torch.float64) / 2**30
-        full = torch.tensor(self._eval_full, dtype=torch.float64) / 2**30
-        self._eval_used, self._eval_full = [], []
+        used = torch.tensor(self._eval_used, dtype=torch.float64) * GFLOPS_PER_MAC
+        full = torch.tensor(self._eval_full, dtype=torch.float64) * GFLOPS_PER_MAC
         return {
             f'{prefix}gflops_avg': float(used.mean()),
             f'{prefix}gflops_min': float(used.min()),

@@ -8,6 +8,8 @@ from mmdet.core import bbox2roi
 from mmdet.models.builder import HEADS
 from mmdet.models.roi_heads import DynamicRoIHead
 
+from ..protocol import MetricSpec, Plot, declare
+
 # Same guard as mmdet (PR #4303): a median regression target below this would make
 # SmoothL1 degenerate (beta -> 0 asserts in mmdet's smooth_l1_loss).
 EPS = 1e-15
@@ -120,6 +122,16 @@ class DynamicRCNNRoIHead(DynamicRoIHead):
         **kwargs: the arguments of :class:`mmdet.models.roi_heads.StandardRoIHead`.
     """
 
+    METRICS = declare('Dynamic R-CNN', [
+        MetricSpec('drcnn_iou_thr', 'IoU', "the R-CNN assigner's positive IoU threshold now"),
+        MetricSpec('drcnn_beta', 'regression target', "the SmoothL1 loss's beta now"),
+        MetricSpec('drcnn_num_updates', 'count', 'threshold and beta updates so far, over the whole run'),
+    ], plots=[
+        Plot(('drcnn_iou_thr', 'drcnn_beta'), style='steps', title='Dynamic R-CNN: IoU threshold and SmoothL1 beta',
+             caption='The IoU threshold and beta in use after each epoch, one line per trial; both change only '
+                     'at an update (every update_iter_interval iterations).'),
+    ])
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         # The parent keeps these as plain lists that no checkpoint sees; buffers replace them.
@@ -207,7 +219,7 @@ class DynamicRCNNRoIHead(DynamicRoIHead):
 
     # -------------------------------------------------------------- metrics
     def epoch_metrics(self):
-        """Current threshold, beta and number of updates, for plotting their trajectories."""
+        """Current threshold, beta and number of updates (``METRICS``), for plotting their trajectories."""
         return {
             'drcnn_iou_thr': float(self.dyn_iou_thr),
             'drcnn_beta': float(self.dyn_beta),

@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.builder import MODELS, build_backbone
 
+from ..protocol import MetricSpec, Plot, declare
 from .losses import GAMMA_INIT, balance_loss, check_pareto_range, pareto_scale_loss
 
 #: Default encoder: ImageNet EfficientNet-Lite0 up to stride 16 (the original used an
@@ -45,7 +46,26 @@ class DynamicResizer(nn.Module):
         embed_dims (int): Width d of the transformer. Default: 15.
         num_heads (int): Attention heads; must divide ``embed_dims``. Default: 5.
         num_layers (int): Transformer layers. Default: 3.
+
+    Metrics: ``METRICS``, over the forwards since the resizer was last put into training mode
+    (the latest epoch's training, then its evaluation).
     """
+
+    METRICS = declare('DyRA (dynamic resizing)', [
+        MetricSpec('dyra_gamma', 'area ratio', 'gamma now: the scale of what the Pareto loss counts as a small '
+                   'object'),
+        *(spec for split, when in (('train', 'training'), ('eval', 'evaluation')) for spec in (
+            MetricSpec(f'dyra_{split}_sf_mean', 'scale factor', f"mean predicted scale factor over the latest "
+                       f"epoch's {when} images"),
+            MetricSpec(f'dyra_{split}_sf_std', 'scale factor', f'standard deviation of those {when} scale factors'),
+            MetricSpec(f'dyra_{split}_pixel_ratio', 'ratio', f'mean resized / input pixel count over the '
+                       f'latest epoch\'s {when} images'))),
+    ], plots=[
+        Plot((f'dyra_{split}_sf_mean',), style='band', spread=f'dyra_{split}_sf_std',
+             title=f'DyRA {split} scale factor',
+             caption=f'DyRA {split} scale factor: per-epoch mean, band +-1 std over images.')
+        for split in ('train', 'eval')
+    ])
 
     def __init__(self, encoder=None, gain=2.0, norm=8, size_divisor=32, pareto_range=(0, 2),
                  balance=True, gamma_init=GAMMA_INIT, embed_dims=15, num_heads=5, num_layers=3):
@@ -83,7 +103,10 @@ class DynamicResizer(nn.Module):
 
     def train(self, mode=True):
         """Keep the encoder's norm layers in eval mode, like the original's FrozenBN: each
-        image is encoded alone, so batch statistics would be those of a single image."""
+        image is encoded alone, so batch statistics would be those of a single image.
+        Entering training mode (each epoch's start) begins a new metrics window."""
+        if mode:
+            self._reset_epoch_stats()
         super().train(mode)
         for m in self.encoder.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -196,9 +219,9 @@ class DynamicResizer(nn.Module):
         self._stats = dict(train=[0, 0.0, 0.0, 0.0], eval=[0, 0.0, 0.0, 0.0])
 
     def epoch_metrics(self):
-        """Return and reset the epoch's scale-factor statistics.
+        """The scale-factor statistics since the last ``train()`` (``METRICS``); reading clears nothing.
 
-        Keys: ``dyra_gamma``; for each split seen this epoch (``train``, ``eval``):
+        Keys: ``dyra_gamma``; for each split seen in the window (``train``, ``eval``):
         ``dyra_{split}_sf_mean``, ``dyra_{split}_sf_std`` (raw predicted factors) and
         ``dyra_{split}_pixel_ratio`` (mean resized/input pixel count).
         """
@@ -209,5 +232,4 @@ class DynamicResizer(nn.Module):
                 out[f'dyra_{split}_sf_mean'] = mean
                 out[f'dyra_{split}_sf_std'] = math.sqrt(max(s2 / n - mean**2, 0.0))
                 out[f'dyra_{split}_pixel_ratio'] = px / n
-        self._reset_epoch_stats()
         return out
