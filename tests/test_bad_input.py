@@ -6,8 +6,6 @@ these add space files, COCO files, scheduler options, the GPU and the experiment
 """
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,6 @@ from search.data.coco_check import check_dataset
 from search.errors import UsageError
 from search.spec import build_spec
 
-REPO = Path(__file__).resolve().parents[1]
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason='this machine has a GPU')
 
 
@@ -51,6 +48,12 @@ def write_dataset(root: Path, train=None, val=None) -> Path:
 
 def check(root: Path):
     return check_dataset(root, 'annotations/train.json', 'annotations/val.json', 'images/')
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """The dataset check caches decoded image sizes under $DYNTUNE_CACHE: keep it in the test's folder."""
+    monkeypatch.setenv('DYNTUNE_CACHE', str(tmp_path / 'cache'))
 
 
 @pytest.fixture
@@ -85,21 +88,19 @@ def test_the_tiny_dataset_is_valid(dataset):
 
 @pytest.mark.parametrize('override, message', [
     ('backbone=resnet1', "unknown backbone 'resnet1': choose one of effnet_lite0, resnet18, resnet50"),
-    ('data=voc', "unknown data 'voc': choose one of coco, embedded"),
-    ('+model=nope', "unknown model 'nope'"),
+    ('data=voc', "unknown data 'voc': choose one of base, coco, embedded"),
+    ('model=faster_rcnn', 'model= is now base=: write base=retinanet|faster_rcnn|fcos'),
+    ('base=nope', "unknown base 'nope': choose one of faster_rcnn, fcos, retinanet, a path to an mmdet config"),
+    ('base=mmdet::retinanet/no_such.py', "no config 'retinanet/no_such.py' in mmdet's model zoo"),
+    ('base=/no/such/config.py', 'base config /no/such/config.py does not exist'),
 ])
 def test_unknown_group_option_lists_the_choices(override, message, exp_dir):
     assert message in spec_error([override], exp_dir)
 
 
 def test_unknown_search_alg_option_is_rejected(exp_dir, dataset):
-    from search.search_algs import create_search_alg
-
-    spec = build_spec(compose_config(['data=coco', f'data.root={dataset}', 'search_alg=optuna',
-                                      '+search_alg.n_startup=3', f'experiment.dir={exp_dir}']), dry_run=False)
-    with pytest.raises(UsageError, match=r"search_alg optuna has no option\(s\) \['n_startup'\]; allowed: "
-                                         r"\['n_startup_trials'\]"):
-        create_search_alg(spec)
+    message = spec_error(['data=coco', f'data.root={dataset}', 'search_alg=optuna', '+search_alg.n_startup=3'], exp_dir)
+    assert "search_alg optuna has no option(s) ['n_startup']; allowed: ['n_startup_trials']" in message
 
 
 # -- space files -----------------------------------------------------------------------------------
@@ -145,9 +146,9 @@ def test_malformed_space_file(content, message, spaces, exp_dir):
     assert message in spec_error(['space=bad'], exp_dir)
 
 
-def test_space_overriding_an_unknown_model(spaces, exp_dir):
-    (spaces / 'bad.yaml').write_text('description: x\noverrides: [model=yolo]\nparams: {optimizer.lr: {choice: [0.01]}}\n')
-    assert "unknown model 'yolo': choose one of faster_rcnn, fcos, retinanet" in spec_error(['space=bad'], exp_dir)
+def test_space_overriding_an_unknown_base(spaces, exp_dir):
+    (spaces / 'bad.yaml').write_text('description: x\noverrides: [base=yolo]\nparams: {optimizer.lr: {choice: [0.01]}}\n')
+    assert "unknown base 'yolo': choose one of faster_rcnn, fcos, retinanet" in spec_error(['space=bad'], exp_dir)
 
 
 @pytest.mark.parametrize('epochs', ['[0, 4]', '[-3, 2]'])
@@ -176,10 +177,26 @@ def test_invalid_number_in_the_config(override, message, exp_dir, dataset):
 
 
 @pytest.mark.parametrize('overrides, message', [
-    (['~train.lr=0.01'], 'train.lr is missing from the config: set it with train.lr=VALUE instead of deleting it'),
+    (['~seed=0'], 'seed is missing from the config: set it with seed=VALUE instead of deleting it'),
     (['train=null'], 'train must be a section (key: value mapping), got None'),
-    (['backbone.out_channels=null'], 'backbone.out_channels must list the channels of the outputs'),
-    (['backbone.img_norm=5'], 'backbone.img_norm must be null (ImageNet) or {mean: [..], std: [..]'),
+    (['backbone=resnet18', 'backbone.out_channels=null'], 'backbone.out_channels must list the channels of the outputs'),
+    (['backbone=effnet_lite0', 'backbone.img_norm=5'], 'backbone.img_norm must be null (ImageNet) or {mean: [..], std: [..]'),
+    (['cfg.model.no_such_key=1'], "cfg.model.no_such_key: 'no_such_key' not found in model"),
+    (['cfg.optimizer.lr=0.1', 'space=baseline'], 'cfg.optimizer.lr sets a parameter that space baseline samples'),
+    (['cfg.=1'], "'cfg.=1': write cfg.PATH=VALUE"),
+    (['cfg.model.type=[1'], "'cfg.model.type=[1': the value does not parse"),
+    (['load_from=/no/such.pth'], 'load_from /no/such.pth does not exist'),
+    (['ray.verbose=9'], 'ray.verbose must be 0, 1, 2 or 3, got 9'),
+    (['ray.dashboard=maybe'], 'ray.dashboard must be true or false'),
+    (['+ray.adress=auto'], "ray has no option(s) ['adress']"),
+    (['reference=yes'], 'reference must be true or false'),
+    (['metric=not_a_metric'], "unknown metric 'not_a_metric' (metric, objectives): the trials report bbox_mAP, "),
+    (['objectives=[bbox_mAP,compute]'], "unknown metric 'compute' (metric, objectives)"),
+    (['experiment.name='], "experiment.name '' is not a folder name: give one, or leave it out"),
+    # smoke=true is a preset underneath the user's own overrides: what the user typed is validated
+    (['smoke=true', 'num_samples=0'], 'num_samples must be a whole number >= 1, got 0'),
+    (['smoke=true', 'num_samples=abc'], "num_samples must be a whole number >= 1, got 'abc'"),
+    (['smoke=true', 'max_epochs=-1'], 'max_epochs must be a whole number >= 1, got -1'),
     (['objectives=[[a],b]'], 'objectives must be a list of two or more distinct metric names'),
     (['=1'], "'=1' is not an override: write key=value"),
     (['data=embedded', 'data.num_train=abc'], "data.num_train must be a whole number >= 1, got 'abc'"),
@@ -197,6 +214,20 @@ params:
 """
 
 
+def test_smoke_is_a_preset_the_users_overrides_win_over(exp_dir, dataset):
+    def spec(*overrides):
+        return build_spec(compose_config(['data=coco', f'data.root={dataset}', *overrides,
+                                          f'experiment.dir={exp_dir}']), dry_run=False)
+
+    smoke = spec('smoke=true')
+    assert (smoke.num_samples, smoke.max_epochs) == (2, 2)
+    assert smoke.trial.base_config['data']['train']['pipeline'][2]['img_scale'] == (160, 160)
+    mine = spec('smoke=true', 'num_samples=4', 'max_epochs=3', 'train.img_scale=[192,192]')
+    assert (mine.num_samples, mine.max_epochs) == (4, 3)
+    assert mine.trial.base_config['data']['train']['pipeline'][2]['img_scale'] == (192, 192)
+    assert spec('smoke=true', 'search_alg=grid', 'space=schedule').num_samples == 1  # a grid is several trials already
+
+
 def test_dbf_duty_outside_0_1_fails_in_the_dry_run(spaces, exp_dir, dataset):
     (spaces / 'dbf_bad.yaml').write_text(DBF_SPACE)
     message = spec_error(['space=dbf_bad', 'data=coco', f'data.root={dataset}'], exp_dir, dry_run=True)
@@ -212,14 +243,9 @@ def test_dbf_duty_outside_0_1_fails_in_the_dry_run(spaces, exp_dir, dataset):
     ('asha', '+scheduler.grace=2', "scheduler asha has no option(s) ['grace']"),
 ])
 def test_scheduler_options_out_of_range(scheduler, option, message, exp_dir, dataset):
-    from search.schedulers import Budget, create_scheduler
-
     option = option if option.startswith('+') else f'scheduler.{option}'
-    spec = build_spec(compose_config(['space=dbf', 'data=coco', f'data.root={dataset}', f'scheduler={scheduler}',
-                                      option, f'experiment.dir={exp_dir}']), dry_run=False)
-    with pytest.raises(UsageError) as err:
-        create_scheduler(spec, Budget('training_iteration', 1.0))
-    assert message in str(err.value)
+    assert message in spec_error(['space=dbf', 'data=coco', f'data.root={dataset}', f'scheduler={scheduler}', option],
+                                 exp_dir)
 
 
 # -- datasets --------------------------------------------------------------------------------------
@@ -259,18 +285,19 @@ BAD_COCO = {
     'no images': (_break(_set(['images'], [])), 'the dataset is empty (no images)'),
     'no annotations': (_break(_set(['annotations'], [])), 'no annotations; a detector needs labelled boxes'),
     'no categories': (_break(_set(['categories'], [])), 'no categories; a detection dataset needs at least one'),
-    'image without width': (_break(_delete(['images', 0, 'width'])), "images[0] needs keys ['id', 'file_name', 'width', 'height']"),
+    'image without width': (_break(_delete(['images', 0, 'width'])), "images[0] has no 'width'; each needs 'id', 'file_name', 'width', 'height'"),
     'image id a string': (_break(_set(['images', 0, 'id'], '1')), 'images[0] needs an integer id and a file_name'),
     'image of zero width': (_break(_set(['images', 1, 'width'], 0)), 'image 2 has width/height 0x48; need > 0'),
     'image width NaN': (_break(_set(['images', 1, 'height'], float('nan'))), 'image 2 has width/height 64xnan'),
     'duplicate image id': (_break(_set(['images', 1, 'id'], 1)), 'image id 1 appears twice'),
     'image file missing': (_break(_set(['images', 1, 'file_name'], 'c.png')), 'does not exist; check data.img_prefix'),
     'file name too long': (_break(_set(['images', 1, 'file_name'], 'x' * 300)), 'does not exist'),
-    'size mismatch': (_break(_set(['images', 1, 'width'], 65)), 'image 2 is 64x48 on disk but 65x48 in the JSON'),
+    'size mismatch': (_break(_set(['images', 1, 'width'], 65)), 'is 64x48 (width x height) as training loads it but 65x48 in the JSON; set width/height to 64x48'),
     'category without name': (_break(_delete(['categories', 1, 'name'])), 'categories[1] needs an integer id and a string name'),
     'duplicate category id': (_break(_set(['categories', 1, 'id'], 1)), 'category id 1 appears twice'),
     'duplicate category name': (_break(_set(['categories', 1, 'name'], 'plane')), 'category names repeat'),
-    'annotation without bbox': (_break(_delete(['annotations', 2, 'bbox'])), "annotations[2] needs keys ['id', 'image_id', 'category_id', 'bbox']"),
+    'annotation without bbox': (_break(_delete(['annotations', 2, 'bbox'])), "annotations[2] has no 'bbox'; each needs 'id', 'image_id', 'category_id', 'bbox'"),
+    'annotation not an object': (_break(_set(['annotations', 2], [1, 2])), "annotations[2] must be an object with keys 'id', 'image_id'"),
     'image_id a list': (_break(_set(['annotations', 0, 'image_id'], [1])), 'annotations[0] needs integer id, image_id and category_id'),
     'duplicate annotation id': (_break(_set(['annotations', 1, 'id'], 1)), 'annotation id 1 appears twice'),
     'unknown image': (_break(_set(['annotations', 1, 'image_id'], 7)), 'annotation 2 refers to unknown image_id 7'),
@@ -318,14 +345,14 @@ def test_train_and_val_categories_must_match(tmp_path):
     val = _break(_set(['categories', 1, 'name'], 'vehicle'))
     root = write_dataset(tmp_path / 'data', val=val)
     with pytest.raises(UsageError, match=r"categories \['plane', 'vehicle'\] differ from .*train.json: "
-                                         r"\['plane', 'tank'\]; both splits need the same categories"):
+                                         r"\['plane', 'tank'\]; all splits need the same categories"):
         check(root)
 
 
 @pytest.mark.parametrize('override, message', [
     ('data.root={missing}', 'dataset folder {missing} does not exist: set data.root=PATH'),
     ('data.img_prefix=pictures/', 'pictures does not exist: set data.img_prefix'),
-    ('data.val_ann=annotations/test.json', 'test.json does not exist: set data.train_ann / data.val_ann'),
+    ('data.val_ann=annotations/test.json', 'test.json does not exist: set data.val_ann (relative to data.root)'),
 ])
 def test_missing_dataset_paths(override, message, exp_dir, dataset, tmp_path):
     missing = tmp_path / 'nowhere'
@@ -374,27 +401,26 @@ def test_experiment_name_must_be_a_folder_name(name, exp_dir, dataset):
     assert 'must be a plain folder name' in message
 
 
-# -- the command line, end to end ------------------------------------------------------------------
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, str(REPO / 'search' / 'run.py'), *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
-
+# -- search/run.py's main, as the command line calls it (in this process: tests/test_cli.py says why) ------
 
 @pytest.mark.parametrize('args, message', [
     (['data=coco', 'data.root={bad_data}'], 'annotation 3 has a zero-size box'),
+    (['data=coco', 'data.root={cut_data}'], '1 of 2 images fail to load the way training loads them'),
     (['data=coco', 'data.root={data}', 'gpus_per_trial=auto'], 'gpus_per_trial=auto but this machine has no usable GPU'),
     (['data=coco', 'data.root={data}', 'resume=true', 'experiment.name=gone'], 'resume=true but'),
     (['data=coco', 'data.root={data}', 'scheduler=pbt', 'scheduler.quantile_fraction=2'],
      'scheduler.quantile_fraction must be a probability in [0, 0.5], got 2'),
 ])
-def test_cli_prints_one_line_and_exits_2(args, message, exp_dir, tmp_path):
+def test_cli_prints_one_line_and_exits_2(args, message, exp_dir, tmp_path, capsys):
+    from search.run import main
+
     if 'gpus_per_trial=auto' in args and torch.cuda.is_available():
         pytest.skip('this machine has a GPU')
     data = write_dataset(tmp_path / 'data')
     bad_data = write_dataset(tmp_path / 'bad', train=_break(_set(['annotations', 2, 'bbox'], [5, 5, 0, 0])))
-    result = run_cli(*[a.format(data=data, bad_data=bad_data) for a in args], f'experiment.dir={exp_dir}')
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith('dyntune: error:')]
-    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
-    assert 'Traceback' not in result.stderr
+    cut_data = write_dataset(tmp_path / 'cut')
+    png = (cut_data / 'images' / 'b.png').read_bytes()
+    (cut_data / 'images' / 'b.png').write_bytes(png[:len(png) * 8 // 10])
+    code = main([*[a.format(data=data, bad_data=bad_data, cut_data=cut_data) for a in args], f'experiment.dir={exp_dir}'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith('dyntune: error:') and message in err[0], err

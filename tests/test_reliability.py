@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_search_for_test
+from conftest import StoredTrial, run_search_for_test, write_tune_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3
-SMALL = ['space=baseline', 'scheduler=fifo', 'num_samples=3', f'max_epochs={EPOCHS}', 'max_concurrent_trials=1',
+SMALL = ['space=baseline', 'scheduler=fifo', 'num_samples=2', f'max_epochs={EPOCHS}', 'max_concurrent_trials=1',
          'data.num_train=24', 'data.num_val=6', 'data.min_size=128', 'data.max_size=160', 'train.img_scale=[160,160]',
-         'train.warmup_iters=5', 'ray.dashboard=false', 'ray.verbose=0']
+         'train.warmup_iters=5', 'ray.dashboard=false', 'ray.verbose=0', 'reference=false']
 
 
 def _trials(folder: Path) -> dict[str, list[dict]]:
     out = {}
-    for trial_dir in folder.glob('train_trial_*'):
+    for trial_dir in folder.glob('trial_*'):
         result = trial_dir / 'result.json'
         rows = [json.loads(line) for line in result.read_text().splitlines()] if result.is_file() else []
         out[trial_dir.name] = rows
@@ -48,18 +48,11 @@ def test_records_come_from_the_resumed_sessions_state_file_whatever_the_mtimes(t
     """A resumed search copies the first session's state file back last; its records must not win."""
     from search.results import load_records
 
-    def state(trials):
-        return json.dumps({'trial_data': [[json.dumps(dict(trial_id=t, status=s, relative_logdir=t, config={})),
-                                           json.dumps({'error_filename': None})] for t, s in trials]})
-
-    for trial in ('t0', 't1'):
-        (tmp_path / trial).mkdir()
-        (tmp_path / trial / 'result.json').write_text(json.dumps({'epoch': 1, 'bbox_mAP': 0.1}) + '\n')
-    first = tmp_path / 'experiment_state-2026-12-01_08-14-42.json'
-    resumed = tmp_path / 'experiment_state-2026-12-01_08-15-25.json'
-    resumed.write_text(state([('t0', 'TERMINATED'), ('t1', 'TERMINATED')]))
-    first.write_text(state([('t0', 'RUNNING')]))
-    os.utime(resumed, (1_000_000, 1_000_000))  # older on disk than the first session's file
+    rows = [{'epoch': 1, 'bbox_mAP': 0.1}]
+    first, resumed = 'experiment_state-2026-12-01_08-14-42.json', 'experiment_state-2026-12-01_08-15-25.json'
+    write_tune_experiment(tmp_path, {'t0': rows, 't1': rows}, state_file=resumed)
+    write_tune_experiment(tmp_path, {'t0': StoredTrial(rows, status='RUNNING')}, state_file=first)
+    os.utime(tmp_path / resumed, (1_000_000, 1_000_000))  # older on disk than the first session's file
     records = load_records(tmp_path, 'bbox_mAP', 'max')
     assert [r.trial_id for r in records] == ['t0', 't1']
     assert all(r.status != 'running' for r in records)
@@ -92,7 +85,7 @@ def test_sigkill_then_resume_keeps_finished_trials_and_continues_running_ones(tm
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = _trials(folder)
     summary = json.loads((folder / 'summary.json').read_text())
-    assert summary['num_trials'] == 3 and summary['num_failed'] == 0
+    assert summary['num_trials'] == 2 and summary['num_failed'] == 0
     for name, rows in finished.items():
         assert after[name] == rows  # kept with its results, not re-run
     for name in interrupted:
@@ -112,7 +105,7 @@ def test_a_raising_and_a_diverging_trial_fail_and_the_search_finishes(ray_sessio
         '  optimizer.type: {choice: [SGD, NoSuchOptimizer]}\n'
         '  optimizer.lr: {choice: [0.01, 1000000.0]}\n')
     monkeypatch.setattr('search.space.SPACES_DIR', spaces)
-    spec, summary = run_search_for_test(['space=faulty', 'smoke=true', 'search_alg=grid', 'scheduler=fifo',
+    spec, summary = run_search_for_test(['space=faulty', 'smoke=true', 'search_alg=grid', 'scheduler=fifo', 'reference=false',
                                          'max_failures=1', 'experiment.name=f'], tmp_path / 'exp')
     assert summary['num_trials'] == 4
     failures = {f['trial_id']: f['error'] for f in summary['failures']}
