@@ -1,7 +1,7 @@
 """Benchmark of the components' accuracy and cost on a real dataset, each against the same detector without it.
 
 Every arm is a real ``search/run.py`` search on the same fixed subset of a COCO-format dataset
-(``--data``, default HRPlanesV2 satellite aircraft; see ``bench_search.write_subset``), same seed, same
+(``--data``, default HRPlanesV2 satellite aircraft; see ``search.data.subset``), same seed, same
 recipe and ``--epochs`` epochs, ``scheduler=fifo``. The arms' space files are written by this script
 (``space=PATH``) from the shipped spaces, with the compared setting as the only parameter:
 
@@ -48,15 +48,15 @@ def shipped(name: str) -> dict:
 
 def dynamic_head_space(lambdas: list[float]) -> dict:
     space = shipped('dynamic_head')
-    return dict(description='dynamic head across lambda', overrides=space['overrides'], mmdet=space['mmdet'],
-                params={'model.bbox_head.budget_lambda': {'choice': lambdas}})
+    return dict(description='dynamic head across lambda', overrides=space['overrides'], requires=space['requires'],
+                mmdet=space['mmdet'], params={'model.bbox_head.budget_lambda': {'choice': lambdas}})
 
 
 def dynamic_rcnn_space() -> dict:
     space = shipped('dynamic_rcnn')
-    mmdet = copy.deepcopy(space['mmdet'])
-    del mmdet['model']['roi_head']  # the grid sets roi_head.type; the preset's other roi_head keys stay
-    return dict(description='Faster R-CNN with and without Dynamic R-CNN', overrides=space['overrides'], mmdet=mmdet,
+    # No `requires` switch: the grid sets roi_head.type itself; the preset's other roi_head keys stay.
+    return dict(description='Faster R-CNN with and without Dynamic R-CNN', overrides=space['overrides'],
+                mmdet=copy.deepcopy(space['mmdet']),
                 params={'model.roi_head.type': {'choice': ['StandardRoIHead', 'DynamicRCNNRoIHead']}})
 
 
@@ -71,7 +71,8 @@ def dyra_spaces() -> dict[str, dict]:
     without = copy.deepcopy(space['mmdet'])
     del without['model']
     return {'retinanet': dict(description='RetinaNet, DyRA schedule, no resizer', mmdet=without),
-            'dyra_retinanet': dict(description='DyRA RetinaNet, defaults', mmdet=space['mmdet'])}
+            'dyra_retinanet': dict(description='DyRA RetinaNet, defaults', requires=space['requires'],
+                                   mmdet=space['mmdet'])}
 
 
 def arms(lambdas: list[float], rhos: list[int]) -> list[tuple[str, str, dict, list[str]]]:
@@ -96,7 +97,7 @@ def trial_results(experiment: Path) -> list[dict]:
         last = record.last_metrics
         rows.append(dict(trial=record.trial_id, params=record.params, status=record.status, epochs=record.epochs,
                          bbox_mAP=record.final, best_bbox_mAP=record.best,
-                         bbox_mAP_50=last.get('bbox_mAP_50'), train_seconds=record.train_seconds,
+                         bbox_mAP_50=last.get('bbox_mAP_50'), compute_seconds=record.compute_seconds,
                          **{k: last[k] for k in COMPONENT_KEYS if k in last}))
     return rows
 
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
             setting = row['params'] or {'detector': row['search']}
             extras = ', '.join(f'{k}={row[k]:.4g}' for k in COMPONENT_KEYS if k in row)
             print(f"  {json.dumps(setting)}: bbox_mAP {row['bbox_mAP']} (best {row['best_bbox_mAP']}), "
-                  f"{row['epochs']} epochs, {row['train_seconds']:.0f} s training; {extras}")
+                  f"{row['epochs']} epochs, {row['compute_seconds']:.0f} s training; {extras}")
     print(f'load average (1/5/15 min) start {load_start}, end {report["load_average_end"]}; written: {out}')
     return 0
 

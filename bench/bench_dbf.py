@@ -11,8 +11,8 @@ step, so the ratios are measured under the same machine load (the machine is sha
 
 Time is the wall time of forward + backward + SGD step, and its process CPU time (all threads),
 which a loaded shared machine disturbs much less than the wall time. Memory is the growth of the process's
-peak RSS during the step over its RSS at the step's start, sampled every 2 ms by a thread
-(:class:`dyncomponents.dbf.PeakMemory`). Before each step glibc's ``malloc_trim(0)`` hands freed
+peak RSS during the step over its RSS at the step's start (:class:`dyncomponents.memory.PeakMemory`: the
+kernel's high-water mark on Linux, a 2 ms sampling thread elsewhere). Before each step glibc's ``malloc_trim(0)`` hands freed
 heap memory back to the OS; without it a step reuses what the previous step freed and shows no
 growth. The order of the modes rotates every round. Warm-up rounds are excluded; medians are reported.
 
@@ -35,21 +35,23 @@ from mmcv import ConfigDict
 from mmdet.models import build_detector
 
 import dyncomponents  # noqa: F401  (registers EfficientNetLite)
-from dyncomponents.dbf import BackboneGate, PeakMemory
+from dyncomponents.dbf import BackboneGate
+from dyncomponents.memory import PeakMemory
 
-PRESETS = Path(__file__).resolve().parents[1] / 'search' / 'conf'
+BACKBONES = Path(__file__).resolve().parents[1] / 'search' / 'conf' / 'backbone'
 MODES = ('unfrozen', 'detach', 'ours')
 _LIBC = ctypes.CDLL(ctypes.util.find_library('c'))
 
 
 def retinanet(backbone_name, num_classes=3):
-    """RetinaNet exactly as the search's presets build it (model=retinanet, backbone=NAME), from scratch."""
-    model = yaml.safe_load((PRESETS / 'model' / 'retinanet.yaml').read_text())['mmdet']
-    backbone = yaml.safe_load((PRESETS / 'backbone' / f'{backbone_name}.yaml').read_text())
-    model['backbone'] = backbone['mmdet']
-    model['neck']['in_channels'] = backbone['out_channels']
-    model['bbox_head']['num_classes'] = num_classes
-    return ConfigDict(model)
+    """RetinaNet exactly as the search builds it (base=retinanet backbone=NAME), from scratch."""
+    from search.mmdet_config import load_base, resolve_base, swap_backbone
+
+    config = load_base(resolve_base('retinanet'))
+    backbone = yaml.safe_load((BACKBONES / f'{backbone_name}.yaml').read_text())
+    swap_backbone(config, backbone['mmdet'], backbone['out_channels'], backbone.get('img_norm'))
+    config['model']['bbox_head']['num_classes'] = num_classes
+    return ConfigDict(config['model'])
 
 
 def batch(size, n, seed=0):

@@ -58,9 +58,13 @@ def prepare_embedded(num_train: int, num_val: int) -> None:
 
 
 def start_search(overrides: list[str], experiment_dir: Path, name: str, log: Path) -> subprocess.Popen:
-    """Start ``search/run.py`` with ``overrides`` into ``experiment_dir/name``; its output goes to ``log``."""
-    command = [sys.executable, str(REPO / 'search' / 'run.py'), *overrides, f'experiment.dir={experiment_dir}',
-               f'experiment.name={name}', 'dashboard=false', 'ray.verbose=0']
+    """Start ``search/run.py`` with ``overrides`` into ``experiment_dir/name``; its output goes to ``log``.
+
+    Benchmarks measure the searched trials alone: no reference trial unless ``overrides`` ask for one.
+    """
+    reference = [] if any(o.startswith('reference=') for o in overrides) else ['reference=false']
+    command = [sys.executable, str(REPO / 'search' / 'run.py'), *overrides, *reference,
+               f'experiment.dir={experiment_dir}', f'experiment.name={name}', 'dashboard=false', 'ray.verbose=0']
     return subprocess.Popen(command, cwd=REPO, stdout=log.open('w'), stderr=subprocess.STDOUT)
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
-from bench_search import STRATEGIES, order_floor
+from bench_search import MODEL_BASED, STRATEGIES, order_floor
 
 
 @dataclass(frozen=True)
@@ -102,12 +102,16 @@ Curves = dict[int, list[tuple[str, list[dict]]]]  # draw index -> (trial id, res
 
 
 def draw_curves(searches: dict[str, dict[str, list[dict]]]) -> Curves:
-    """:data:`Curves` of a run's searches (search -> ``trial_rows``), in the searches' order."""
+    """:data:`Curves` of a run's searches (search -> trial id -> results, in draw order), in the searches' order.
+
+    A trial's draw index is its position in its search's dict (``trial_rows`` lists trials in the order
+    Tune created them): Tune's trial ids are random hex, so they do not say it.
+    """
     curves: Curves = {}
     for rows_of in searches.values():
-        for trial_id, rows in rows_of.items():
+        for index, (trial_id, rows) in enumerate(rows_of.items()):
             if rows:
-                curves.setdefault(int(trial_id.rsplit('_', 1)[1]), []).append((trial_id, rows))  # ids end in the index
+                curves.setdefault(index, []).append((trial_id, rows))
     return curves
 
 
@@ -200,13 +204,17 @@ def main(argv=None) -> int:
         raise SystemExit(f'{args.run} has no random arm: the replay needs its fully trained trials')
     target = args.target if args.target is not None else random_arm['final_best']
     common = [o for o in random_arm['overrides'] if o not in STRATEGIES['random']]
-    strategies = {name: STRATEGIES[name] for name in ['random', *(args.strategies or run['runs'])]}
+    # A model-based arm's draws depend on its results: they are not the draws of the others, and no
+    # replay of recorded draws can stand for it (bench_search.py --seeds repeats it instead).
+    replayable = [name for name in run['runs'] if name not in MODEL_BASED]
+    strategies = {name: STRATEGIES[name] for name in ['random', *(args.strategies or replayable)] if name not in MODEL_BASED}
     for variant in args.variant:
         name, _, overrides = variant.partition('=')
         if not name or not overrides:
             raise SystemExit(f"--variant '{variant}' is not NAME=OVERRIDES")
         strategies[name] = overrides.split()
-    specs = {name: build_spec(compose_config([*common, *overrides]), dry_run=False)
+    # The benchmark's searches ran without a reference trial (bench_overhead.start_search).
+    specs = {name: build_spec(compose_config([*common, *overrides, 'reference=false']), dry_run=False)
              for name, overrides in strategies.items()}
     epoch_seconds = args.epoch_seconds or next((s for s in map(probe_seconds, sorted(folder.glob('*.log'))) if s), None)
     if epoch_seconds is None and any(spec.budget == 'compute' for spec in specs.values()):
@@ -214,7 +222,7 @@ def main(argv=None) -> int:
                          f'pass --epoch-seconds')
     factories = {name: scheduler_factory(spec, epoch_seconds) for name, spec in specs.items()}
     # Random search's records first: it trained the most draws to their budget.
-    curves = draw_curves({name: trial_rows(folder / name) for name in sorted(run['runs'], key=lambda n: n != 'random')})
+    curves = draw_curves({name: trial_rows(folder / name) for name in sorted(replayable, key=lambda n: n != 'random')})
     agree, shared = agreeing_epochs(curves)
     trials = complete_draws(curves, specs['random'].max_epochs)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from ray.tune.schedulers import TrialScheduler
 
 from search.results import read_deferred_stops
+from search.wrapped_scheduler import WrappedScheduler
 
 SETTLED_KEY = 'schedule_settled_epoch'
 
@@ -30,21 +31,20 @@ def defers_stop(result: dict) -> bool:
     return result.get('epoch', 0) < result.get(SETTLED_KEY, 0)
 
 
-class ScheduleAwareScheduler(TrialScheduler):
+class ScheduleAwareScheduler(WrappedScheduler):
     """Wrap an asynchronous scheduler (ASHA) so that no trial is stopped before its schedule settles.
 
     Args:
         base (TrialScheduler): the scheduler whose decisions are kept, except early STOPs.
-        record (Path, optional): a JSON file of trial id -> the epoch of its first deferred STOP,
-            rewritten at each new entry; entries already in it (an earlier session) are kept.
+        record (Path or search.storage.StoredFile, optional): a JSON file of trial id -> the epoch of
+            its first deferred STOP (in the experiment's storage), rewritten at each new entry; entries already in it (an earlier session) are kept.
 
     Attributes:
         deferred (dict[str, int]): trial id -> the epoch of its first deferred STOP in this session.
     """
 
     def __init__(self, base: TrialScheduler, record: Path | None = None):
-        super().__init__()
-        self.base = base
+        super().__init__(base)
         self.record = record
         self.deferred: dict[str, int] = {}  # this session's; _write merges the file's
 
@@ -63,42 +63,10 @@ class ScheduleAwareScheduler(TrialScheduler):
         # A resumed search unpickles this scheduler as it was when the search began, so the file, not
         # memory, holds the earlier sessions' entries; theirs are the first deferrals.
         merged = {**self.deferred, **read_deferred_stops(self.record)}
+        text = json.dumps(merged, indent=1, sort_keys=True) + '\n'
+        if not isinstance(self.record, Path):  # a file in the experiment's storage, written whole (search/storage.py)
+            self.record.write_text(text)
+            return
         partial = self.record.with_suffix('.partial')
-        partial.write_text(json.dumps(merged, indent=1, sort_keys=True) + '\n')
+        partial.write_text(text)
         os.replace(partial, self.record)  # a killed driver leaves the old file or the new one, never half
-
-    # Everything else is the base scheduler's.
-    def set_search_properties(self, metric, mode, **spec) -> bool:
-        return self.base.set_search_properties(metric, mode, **spec)
-
-    def on_trial_add(self, tune_controller, trial):
-        self.base.on_trial_add(tune_controller, trial)
-
-    def on_trial_error(self, tune_controller, trial):
-        self.base.on_trial_error(tune_controller, trial)
-
-    def on_trial_complete(self, tune_controller, trial, result):
-        self.base.on_trial_complete(tune_controller, trial, result)
-
-    def on_trial_remove(self, tune_controller, trial):
-        self.base.on_trial_remove(tune_controller, trial)
-
-    def choose_trial_to_run(self, tune_controller):
-        return self.base.choose_trial_to_run(tune_controller)
-
-    def debug_string(self) -> str:
-        return f'ScheduleAware({self.base.debug_string()})'
-
-    def save(self, checkpoint_path: str):
-        self.base.save(checkpoint_path)
-
-    def restore(self, checkpoint_path: str):
-        self.base.restore(checkpoint_path)
-
-    @property
-    def metric(self):
-        return self.base.metric
-
-    @property
-    def _supports_buffered_results(self):
-        return self.base._supports_buffered_results

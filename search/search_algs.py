@@ -1,60 +1,117 @@
-"""Search-algorithm factory: ``search_alg=NAME`` -> a Ray Tune searcher, seeded by ``seed``.
+"""Search-algorithm factory: ``search_alg=NAME`` -> an Optuna sampler behind Ray Tune's OptunaSearch.
 
-Each entry of :data:`SEARCH_ALGS` takes the section's options (minus ``name``) and the spec and
-rejects unknown options. ``grid`` and ``random`` are Ray's BasicVariantGenerator (the driver turns
-every choice into a grid axis for ``grid``), which applies ``max_concurrent_trials`` itself: Tune
-ignores that option for a generator it did not create; ``optuna`` is TPE and ``nsga2`` Optuna's NSGA-II over
-``objectives``, both through Ray's OptunaSearch.
+Every search algorithm is a Tune ``Searcher`` (so one wrapper can put the reference trial first, and
+Tune applies ``max_concurrent_trials`` to all of them alike), seeded by ``seed``:
+
+- ``random``: Optuna's RandomSampler, independent draws;
+- ``grid``: Optuna's GridSampler over every ``choice`` of the space (the driver runs the grid
+  ``num_samples`` times);
+- ``optuna``: Optuna's TPE sampler, which models good regions after ``n_startup_trials`` random trials;
+- ``nsga2``: Optuna's NSGA-II over ``objectives`` (several objectives, a Pareto front);
+- ``bohb``: Ray Tune's TuneBOHB (hpbandster's BOHB), a kernel-density model fitted on every rung of
+  its own scheduler (``scheduler=bohb``, HyperBandForBOHB; search/schedulers.py pairs them).
+
+A trial that ends before its epoch budget (a scheduler stopped it) is PRUNED for Optuna, not
+COMPLETE, so TPE learns from its rung without ranking it with full budgets (search/model_based.py).
+``warm_start`` points (search/warm_start.py) come first, after the reference.
+
+:func:`validate_search_alg` checks the ``search_alg:`` section before Ray starts and returns typed
+:class:`SearchAlgSettings`; :func:`create_search_alg` builds the searcher for a spec.
 """
 from __future__ import annotations
 
-from search.errors import UsageError, reject_unknown_options
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from search.errors import UsageError
+from search.settings import Settings, validate_section, whole
+from search.files import REFERENCE_KEY
 
 
-def _random(options: dict, spec):
-    from ray.tune.search.basic_variant import BasicVariantGenerator
+@dataclass(frozen=True)
+class SearchAlgSettings(Settings):
+    """A validated ``search_alg:`` section: the algorithm's name and all its options."""
 
-    reject_unknown_options('search_alg random', options, set())
-    return BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.max_concurrent_trials or 0)
-
-
-def _grid(options: dict, spec):
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    reject_unknown_options('search_alg grid', options, set())
-    return BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.max_concurrent_trials or 0)
+    @property
+    def multi_objective(self) -> bool:
+        """The algorithm optimises several objectives at once (results carry a Pareto front)."""
+        return self.name in MULTI_OBJECTIVE
 
 
-def _optuna(options: dict, spec):
+# name -> option -> (check, default)
+OPTIONS: dict[str, dict[str, tuple[Callable, Any]]] = {
+    'random': {},
+    'grid': {},
+    'optuna': {'n_startup_trials': (whole(0), 2)},
+    'nsga2': {'population_size': (whole(2), 8)},
+    'bohb': {},
+}
+MULTI_OBJECTIVE = {'nsga2'}
+
+
+def validate_search_alg(section: dict) -> SearchAlgSettings:
+    """Check a ``search_alg:`` section and fill in the defaults of the options it leaves out."""
+    name, options = validate_section('search_alg', section, OPTIONS)
+    return SearchAlgSettings(name=name, options=options)
+
+
+def grid_size(params: dict) -> int:
+    """The number of points of the grid over ``params`` (every one a ``choice``)."""
+    for path, dist in params.items():
+        if dist.kind != 'choice':
+            raise UsageError(f"search_alg=grid needs every parameter to be a choice, got {dist.kind}{list(dist.args)} "
+                             f"for '{path}'")
+    return math.prod(len(dist.args) for dist in params.values())
+
+
+def _sampler(settings: SearchAlgSettings, spec):
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
-    reject_unknown_options('search_alg optuna', options, {'n_startup_trials'})
-    startup = options.get('n_startup_trials', 2)
-    if isinstance(startup, bool) or not isinstance(startup, int) or startup < 0:
-        raise UsageError(f'search_alg.n_startup_trials must be a whole number >= 0, got {startup!r}')
-    sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup)
-    return OptunaSearch(sampler=sampler, metric=spec.metric, mode=spec.mode)
+    options = settings.options
+    if settings.name == 'random':
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    if settings.name == 'grid':
+        from search.space import to_tune
+
+        return optuna.samplers.GridSampler({path: list(to_tune(dist).categories) for path, dist in spec.params.items()},
+                                           seed=spec.seed)
+    if settings.name == 'optuna':
+        return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=options['n_startup_trials'])
+    return optuna.samplers.NSGAIISampler(population_size=options['population_size'], seed=spec.seed)
 
 
-def _nsga2(options: dict, spec):
+def create_search_alg(spec, reference: dict | None = None):
+    """The searcher of ``spec.search_alg``; with ``reference`` (a Tune config) it suggests that trial first.
+
+    PBT and PB2 accept only Tune's own random generator (``BasicVariantGenerator``): with them,
+    ``search_alg=random`` is that generator, and the reference is its first point.
+    """
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
-    reject_unknown_options('search_alg nsga2', options, {'population_size'})
-    size = options.get('population_size', 8)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
-        raise UsageError(f'search_alg.population_size must be a whole number >= 2, got {size!r}')
-    sampler = optuna.samplers.NSGAIISampler(population_size=size, seed=spec.seed)
-    return OptunaSearch(sampler=sampler, metric=list(spec.objectives), mode=list(spec.objective_modes))
+    from search.mmdet_config import MAX_EPOCHS_PATH
+    from search.model_based import PlainTuneBOHB, RungAwareOptunaSearch
 
+    warm = [dict(point) for point in getattr(spec, 'warm_start_points', ())]
+    if spec.scheduler.population_based:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
 
-SEARCH_ALGS = {'random': _random, 'grid': _grid, 'optuna': _optuna, 'nsga2': _nsga2}
+        first = ([reference] if reference else []) + [{**point, REFERENCE_KEY: False} for point in warm]
+        return BasicVariantGenerator(points_to_evaluate=first or None, random_state=spec.seed,
+                                     max_concurrent=spec.max_concurrent_trials or 0)
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial would bury Tune's table
+    settings = spec.search_alg
+    if settings.name == 'bohb':
+        searcher = PlainTuneBOHB(metric=spec.metric, mode=spec.mode, seed=spec.seed, points_to_evaluate=warm or None)
+    else:
+        multi = settings.multi_objective
+        searcher = RungAwareOptunaSearch(
+            sampler=_sampler(settings, spec), metric=list(spec.objectives) if multi else spec.metric,
+            mode=list(spec.objective_modes) if multi else spec.mode, points_to_evaluate=warm or None,
+            budget_path=MAX_EPOCHS_PATH if MAX_EPOCHS_PATH in spec.params else None, max_epochs=spec.max_epochs)
+    if reference is not None:
+        from search.reference import ReferenceFirst
 
-def create_search_alg(spec):
-    options = dict(spec.search_alg)
-    name = options.pop('name')
-    if name not in SEARCH_ALGS:
-        raise UsageError(f"unknown search_alg '{name}': choose one of {', '.join(SEARCH_ALGS)}")
-    return SEARCH_ALGS[name](options, spec)
+        searcher = ReferenceFirst(searcher, reference)
+    return searcher

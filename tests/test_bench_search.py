@@ -1,27 +1,22 @@
 """The figures of bench/bench_search.py computed from a search's trial records (no training)."""
-import json
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'bench'))
 
-from bench_search import compute_curve, compute_on_hopeless, compute_to_reach, early_stopping_floor  # noqa: E402
+from conftest import write_tune_experiment  # noqa: E402
+from bench_search import (best_at, compute_curve, compute_on_hopeless, compute_to_reach, early_stopping_floor,  # noqa: E402
+                          over_seeds)
 from replay_search import replay  # noqa: E402
 
 
 def _experiment(folder: Path, trials: dict[str, list[tuple[float, float]]]) -> Path:
     """A Tune experiment folder whose trials reported (time_total_s, bbox_mAP) once an epoch."""
-    states = []
-    for number, (trial_id, rows) in enumerate(trials.items()):
-        (folder / trial_id).mkdir(parents=True)
-        (folder / trial_id / 'result.json').write_text(''.join(
-            json.dumps(dict(epoch=epoch, time_total_s=seconds, bbox_mAP=score, timestamp=number * 1000 + epoch)) + '\n'
-            for epoch, (seconds, score) in enumerate(rows, 1)))
-        states.append([json.dumps(dict(trial_id=trial_id, status='TERMINATED', relative_logdir=trial_id, config={})),
-                       json.dumps({})])
-    (folder / 'experiment_state-2026-12-01_12-00-00.json').write_text(json.dumps({'trial_data': states}))
-    return folder
+    return write_tune_experiment(folder, {
+        trial_id: [dict(epoch=epoch, time_total_s=seconds, bbox_mAP=score, timestamp=number * 1000 + epoch)
+                   for epoch, (seconds, score) in enumerate(rows, 1)]
+        for number, (trial_id, rows) in enumerate(trials.items())})
 
 
 def test_floor_pays_one_epoch_of_every_earlier_draw_and_the_winner_until_it_reaches_the_target(tmp_path):
@@ -44,6 +39,12 @@ def test_floor_is_the_cheapest_winner_not_the_first(tmp_path):
         'b_00002': [(20, 0.1)],
     })
     assert early_stopping_floor(experiment, 0.1) == 20 + 20 + 20
+
+
+def test_floor_follows_the_order_tune_created_the_trials_not_their_random_ids(tmp_path):
+    # Created first: 'f...' (collapsed, 20 s first epoch), then '0...' (reaches 0.1 at its first epoch).
+    experiment = _experiment(tmp_path, {'ffff0000': [(20, 0.0), (40, 0.0)], '00001111': [(30, 0.1)]})
+    assert early_stopping_floor(experiment, 0.1) == 20 + 30  # sorted ids would put the winner first: 30
 
 
 def test_compute_on_hopeless_counts_only_what_never_learned_after_its_first_report(tmp_path):
@@ -102,7 +103,8 @@ def test_replayed_schedulers_are_the_ones_run_py_builds():
     from search.schedule_aware import ScheduleAwareScheduler
     from search.spec import build_spec
 
-    spec = build_spec(compose_config(['space=dbf', 'scheduler=asha', 'budget=compute']), dry_run=False)
+    spec = build_spec(compose_config(['space=dbf', 'scheduler=asha', 'budget=compute', 'reference=false']),
+                      dry_run=False)
     scheduler = scheduler_factory(spec, epoch_seconds=12.0)()
     assert isinstance(scheduler, ScheduleAwareScheduler) and isinstance(scheduler.base, ASHAScheduler)
     first_rung = min(milestone for milestone, _ in scheduler.base._brackets[0]._rungs)
@@ -138,9 +140,54 @@ def test_complete_draws_take_each_draw_from_a_search_that_finished_it_and_stop_a
     assert [(trial_id, len(results)) for trial_id, results in pool] == [('r_00000', 3), ('a_00001', 4)]
 
 
+def test_draws_are_indexed_by_tunes_creation_order_not_by_the_state_files_order_or_the_ids(tmp_path):
+    from conftest import StoredTrial, write_tune_experiment
+    from replay_search import draw_curves
+
+    from search.results import trial_rows
+
+    def drawn(number, rows):
+        return StoredTrial(rows=rows, experiment_tag=f'{number}_optimizer.lr=0.01')
+
+    row = dict(epoch=1, time_total_s=20.0, bbox_mAP=0.1)
+    # Tune's state file lists trials in a set's order, and its ids are random hex: only the tag says the order
+    write_tune_experiment(tmp_path, {'f3a9c2d1': drawn(3, [row]), '0b7e4a55': drawn(1, [row]), '8c21d0e7': drawn(2, []),
+                                     '1d2e3f40': drawn(10, [row])})
+    assert list(trial_rows(tmp_path)) == ['0b7e4a55', '8c21d0e7', 'f3a9c2d1', '1d2e3f40']
+    curves = draw_curves({'random': trial_rows(tmp_path)})
+    assert {index: [trial_id for trial_id, _ in runs] for index, runs in curves.items()} == {
+        0: ['0b7e4a55'], 2: ['f3a9c2d1'], 3: ['1d2e3f40']}
+
+
 def test_agreeing_epochs_compare_every_epoch_two_searches_share_of_a_draw():
     from replay_search import agreeing_epochs, draw_curves
 
     curves = draw_curves({'random': dict(_trials(r_00000=[0.1, 0.2, 0.3], r_00001=[0.0])),
                           'asha': dict(_trials(a_00000=[0.1, 0.25], a_00001=[0.0], a_00002=[0.4]))})
     assert agreeing_epochs(curves) == (2, 3)  # draw 0 differs at its second epoch; draw 2 ran once
+
+
+# Several seeds (bench_search.py --seeds): model-based arms cannot be replayed, so they are repeated.
+
+
+def test_best_at_equal_compute_is_the_best_so_far_within_that_compute():
+    curve = [(10.0, None), (20.0, 0.1), (35.0, 0.1), (50.0, 0.3)]
+    assert (best_at(curve, 5.0), best_at(curve, 20.0), best_at(curve, 49.0), best_at(curve, 60.0)) == (None, 0.1, 0.1, 0.3)
+
+
+def test_over_seeds_gives_median_spread_and_whether_an_arm_matched_random_in_every_seed():
+    def arm(fraction, best, floor=None):
+        return dict(fraction_of_random_compute=fraction, best_at_equal_compute=best, early_stopping_floor_fraction=floor)
+
+    arms = over_seeds({
+        0: {'random': arm(1.0, 0.10, 0.3), 'tpe_asha': arm(0.2, 0.12), 'bohb': arm(None, 0.09)},
+        1: {'random': arm(1.0, 0.11, 0.25), 'tpe_asha': arm(0.5, 0.11), 'bohb': arm(0.4, 0.2)},
+        2: {'random': arm(1.0, 0.09, 0.4), 'tpe_asha': arm(0.3, 0.10), 'bohb': arm(0.1, 0.3)},
+    })
+    tpe, bohb = arms['tpe_asha'], arms['bohb']
+    assert (tpe['fraction_median'], tpe['fraction_min'], tpe['fraction_max'], tpe['never']) == (0.3, 0.2, 0.5, 0)
+    assert tpe['at_least_random_in_every_seed'] and tpe['best_at_equal_compute_median'] == 0.11
+    # "never" ranks above every ratio: the median of (0.1, 0.4, never) is 0.4, the spread ends at never
+    assert (bohb['fraction_median'], bohb['fraction_max'], bohb['never']) == (0.4, None, 1)
+    assert not bohb['at_least_random_in_every_seed']  # seed 0: 0.09 < random's 0.10
+    assert arms['random']['early_stopping_floor_fractions'] == [0.3, 0.25, 0.4]
