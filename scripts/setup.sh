@@ -57,9 +57,10 @@ if ! mmcv_ok; then
     sed -i "s/'-std=c++14'/'-std=c++20'/g; s/'-std=c++17'/'-std=c++20'/g" "$BUILD"/mmcv-full-1.7.2/setup.py
     mkdir -p "$CACHE"
     # --no-build-isolation: an isolated build has no torch and silently skips the ops.
+    # The counter is a bash loop (scripts/build_progress.sh): Debian's mawk buffered it silent.
+    # A failed build is reported below, with its log, rather than stopping here (pipefail).
     (cd "$BUILD"/mmcv-full-1.7.2 && MAX_JOBS=$JOBS MMCV_WITH_OPS=1 "$PY" -m pip wheel -v --no-build-isolation --no-deps -w "$BUILD/wheel" . 2>&1) \
-      | tee "$BUILD/build.log" | { grep --line-buffered -oE '^\s*\[[0-9]+/[0-9]+\]' || true; } \
-      | awk '{printf "\rsetup: compiling mmcv ops %s", $1; fflush()} END {print ""}'
+      | tee "$BUILD/build.log" | bash scripts/build_progress.sh "setup: compiling mmcv ops" || true
     BUILT=$(ls "$BUILD"/wheel/mmcv_full-1.7.2-*.whl 2>/dev/null | head -n1 || true)
     if [ -z "$BUILT" ]; then
       echo "setup: error: the mmcv-full build failed; the log is $BUILD/build.log" >&2
