@@ -1,16 +1,14 @@
-"""Live monitoring of a search: the Ray dashboard, trial actors named after their trial, Ray metrics.
+"""Live monitoring of a search: the Ray dashboard and live Ray metrics of the trials.
 
 - :func:`dashboard_options` decides whether and where Ray starts its dashboard (loopback unless asked
   otherwise) and :func:`dashboard_banner` writes the lines ``run.py`` prints: the address, how to sign
   in with Ray's token, and a warning when the dashboard listens beyond this machine.
-- :func:`named_trainable` turns the trial function into a Tune trainable class whose actors show
-  ``train_trial_<trial id>`` (Tune's trial name) in the dashboard's actor table and log prefixes,
-  instead of the same ``train_trial`` for every trial.
 - :func:`publish_trial_metrics` sets ``ray.util.metrics`` gauges from inside a trial after each
   epoch (``ray_dyntune_trial_epoch``, ``ray_dyntune_trial_bbox_mAP``,
   ``ray_dyntune_trial_compute_seconds``, tagged ``trial_id``); monitoring never fails a trial.
 
-See docs/monitoring.md.
+Trial actors named after their trial: ``search.trainable.named_trainable``; TensorBoard logging:
+``search.hooks.tensorboard_hook``. See docs/monitoring.md.
 """
 from __future__ import annotations
 
@@ -79,32 +77,6 @@ def dashboard_banner(url: str | None, host: str) -> list[str]:
     return lines
 
 
-def named_trainable(train_fn, resources: dict, **params):
-    """Return ``train_fn`` as a Tune trainable class whose actors are named after their trial.
-
-    Tune creates trial actors without a Ray actor name, and a function trainable's ``__repr__`` is the
-    function name, so every trial shows as ``train_trial``. Ray shows an actor's ``__repr__`` in the
-    dashboard's actor table ("Repr") and in log prefixes; this class returns Tune's trial name,
-    ``<function name>_<trial id>``. Trial folders keep their names (Tune takes them from ``_name``).
-
-    Args:
-        train_fn (callable): ``train_fn(config, **params)``, a Tune function trainable.
-        resources (dict): ``tune.with_resources`` request, e.g. ``{'cpu': 1, 'gpu': 0}``.
-        **params: large constant arguments passed through ``tune.with_parameters``.
-    """
-    from ray import tune
-    from ray.tune.trainable.function_trainable import wrap_function
-
-    base = wrap_function(tune.with_resources(tune.with_parameters(train_fn, **params), resources))
-
-    class DynTuneTrial(base):
-        def __repr__(self):
-            return f'{self._name}_{self.trial_id}'
-
-    DynTuneTrial.__name__ = DynTuneTrial.__qualname__ = base._name
-    return DynTuneTrial
-
-
 def publish_trial_metrics(metrics: dict, trial_id: str) -> bool:
     """Set the DynTune gauges of trial ``trial_id`` from one epoch's ``metrics``; return whether it worked.
 
@@ -128,21 +100,3 @@ def publish_trial_metrics(metrics: dict, trial_id: str) -> bool:
         logger.warning('DynTune: live Ray metrics are off for this trial (%s: %s)', type(err).__name__, err)
         return False
     return True
-
-
-def tensorboard_hook(log_dir: Path, interval: int) -> dict | None:
-    """A ``custom_hooks`` entry logging the trial to TensorBoard in ``log_dir``, or None without a writer.
-
-    ``TrialTensorboardHook`` (search/hooks.py, mmcv's ``TensorboardLoggerHook``) logs the training
-    losses, learning rate and momentum every ``interval`` iterations and at each epoch's end, and the
-    evaluation metrics (``val/bbox_mAP``...) every epoch. mmcv imports its writer only when the run
-    starts, so check here that one is installed rather than fail the trial then.
-    """
-    import importlib.util
-
-    from search.hooks import TENSORBOARD_PRIORITY
-
-    if not any(importlib.util.find_spec(name) for name in ('tensorboardX', 'tensorboard')):
-        return None
-    return dict(type='TrialTensorboardHook', log_dir=str(log_dir), interval=int(interval), ignore_last=False,
-                priority=TENSORBOARD_PRIORITY)

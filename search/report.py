@@ -1,14 +1,15 @@
 """Write an HTML report with PNG plots for an experiment folder.
 
     python search/report.py EXPERIMENT_DIR      # writes EXPERIMENT_DIR/report.html and EXPERIMENT_DIR/report/*.png
+    python search/report.py s3://bucket/prefix/NAME   # an experiment in storage: the same, uploaded there
 
-The report reads only what the search stored (``search_config.yaml``, Ray Tune's experiment state
-and each trial's ``result.json``), so it works on a finished, interrupted or copied folder. It shows
-the search's header (space, metric, trials, failures with their reason, the best trial), learning
-curves, the best metric against cumulative compute, the Pareto front of a two-objective search,
-Optuna's parameter importance, and the per-epoch trajectories that the dynamic components report
-(DBF freezing, Dynamic R-CNN IoU threshold and beta, DyRA scale factors, dynamic-head GFLOPs).
-What each plot shows: docs/report.md.
+The report reads only what the search stored (``search_config.yaml``, Ray Tune's experiment state,
+each trial's ``result.json`` and ``component_metrics.json``), so it works on a finished, interrupted
+or copied folder. It shows the search's header (space, metric, trials, failures with their reason,
+the best trial), learning curves, the best metric against cumulative compute, the Pareto front of a
+two-objective search, Optuna's parameter importance, and a section per component with the per-epoch
+trajectories of its metrics, drawn as the component declared them (``dyncomponents.protocol``; this
+module names no component). What each plot shows: docs/report.md.
 """
 from __future__ import annotations
 
@@ -16,27 +17,25 @@ import argparse
 import html
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 if __name__ == '__main__':  # run as a script: import the package from the repo root, not from search/
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import yaml
-
-from search.errors import UsageError
-from search.files import SPEC_FILE
-
-if TYPE_CHECKING:
-    from search.results import TrialRecord
+from search.errors import UsageError, is_number
+from search.results import (TrialRecord, best_record, compute_timeline, load_records, pareto_optimal,
+                            read_component_metrics, read_search_config, result_rows)
 
 REPORT_FILE = 'report.html'
 PLOTS_DIR = 'report'
-MIN_IMPORTANCE_TRIALS = 3
-COMPONENTS = {'dbf': 'Dynamic Backbone Freezing', 'drcnn': 'Dynamic R-CNN', 'dyra': 'DyRA (dynamic resizing)',
-              'dhead': 'Fine-grained dynamic head'}
+# Below this many finished trials the report says importance cannot be estimated yet. In simulated searches
+# where one of 6 parameters decides the score, fANOVA ranks it first in 5-35 % of searches of 3-5 trials and in
+# over 80 % from 10 on (bench/bench_importance.py, docs/report.md).
+MIN_IMPORTANCE_TRIALS = 10
 _LEGEND_MAX = 12  # above this many trials a legend hides the plot; the trial table names the colours
 
 
@@ -55,8 +54,6 @@ class _Figure:
 
 def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[bool]:
     """Which points are Pareto-optimal; the same rule as trials.csv's ``pareto`` column."""
-    from search.results import pareto_optimal
-
     return pareto_optimal(points, directions)
 
 
@@ -67,9 +64,7 @@ def write_report(experiment: Path) -> Path:
         UsageError: ``experiment`` is not a DynTune experiment folder.
     """
     experiment = Path(experiment).resolve()
-    config = _search_config(experiment)
-    from search.results import result_rows, load_records
-
+    config = read_search_config(experiment)
     metric, mode = str(config['metric']), str(config['mode'])
     records = load_records(experiment, metric, mode)
     plots = experiment / PLOTS_DIR
@@ -90,10 +85,8 @@ def write_report(experiment: Path) -> Path:
         importances, note = param_importance(records, _space_params(config), mode)
         figure = _importance_plot(importances, metric, plots) if importances else None
         sections.append(('Parameter importance', [figure] if figure else [], note))
-        for prefix, title in COMPONENTS.items():
-            figures = _component_figures(trials, prefix, plots)
-            if figures:
-                sections.append((title, figures, ''))
+        for title, figures in _component_sections(trials, plots):
+            sections.append((title, figures, ''))
     page = _html(experiment, config, records, metric, mode, trials, sections)
     out = experiment / REPORT_FILE
     tmp = out.with_suffix('.html.tmp')
@@ -102,7 +95,8 @@ def write_report(experiment: Path) -> Path:
     return out
 
 
-def param_importance(records: list[TrialRecord], space: dict, mode: str) -> tuple[dict[str, float] | None, str]:
+def param_importance(records: list[TrialRecord], space: dict, mode: str,
+                     min_trials: int = MIN_IMPORTANCE_TRIALS) -> tuple[dict[str, float] | None, str]:
     """Optuna's fANOVA importance of each varying parameter for the trials' best metric.
 
     The finished trials (completed, or stopped by the scheduler, with a score) go into an in-memory
@@ -115,6 +109,8 @@ def param_importance(records: list[TrialRecord], space: dict, mode: str) -> tupl
         space (dict): parameter path -> :class:`search.space.Distribution`; a parameter missing here
             gets a distribution inferred from its values.
         mode (str): ``'max'`` or ``'min'``, the direction of the metric.
+        min_trials (int): below this many finished trials importance is not estimated
+            (:data:`MIN_IMPORTANCE_TRIALS`; bench/bench_importance.py measures other values).
 
     Returns:
         tuple: (``{parameter: importance}`` summing to 1, highest first, ``''``) or (``None``, the
@@ -122,10 +118,11 @@ def param_importance(records: list[TrialRecord], space: dict, mode: str) -> tupl
     """
     import optuna
 
-    used = [r for r in records if r.status in ('completed', 'stopped') and r.best is not None]
-    if len(used) < MIN_IMPORTANCE_TRIALS:
-        return None, (f'skipped: needs at least {MIN_IMPORTANCE_TRIALS} finished trials with a score, '
-                      f'this experiment has {len(used)}')
+    used = [r for r in records if r.status in ('completed', 'stopped') and r.best is not None and not r.reference]
+    if len(used) < min_trials:
+        return None, (f'not estimated yet: importance needs at least {min_trials} finished trials with a score, '
+                      f'this experiment has {len(used)}; from fewer, fANOVA ranks the parameters mostly by chance '
+                      f'(docs/report.md)')
     keys = [k for k in sorted({k for r in used for k in r.params})
             if all(k in r.params for r in used) and len({json.dumps(r.params[k], default=str) for r in used}) > 1]
     if not keys:
@@ -176,33 +173,23 @@ def _optuna_value(value, distribution):
     return _categorical(value) if isinstance(distribution, CategoricalDistribution) else value
 
 
-def _search_config(experiment: Path) -> dict:
-    path = experiment / SPEC_FILE
-    if not experiment.is_dir():
-        raise UsageError(f'{experiment} is not a folder')
-    if not path.is_file():
-        raise UsageError(f'{experiment} is not a DynTune experiment folder (no {SPEC_FILE})')
-    config = yaml.safe_load(path.read_text())
-    if not isinstance(config, dict) or not {'metric', 'mode', 'space'} <= set(config):
-        raise UsageError(f'{path} is not a DynTune search config (needs metric, mode and space)')
-    return config
-
-
 def _space_params(config: dict) -> dict:
     """The space's distributions by parameter path; empty if its file is gone or changed shape."""
     from search.space import load_space
 
     try:
-        return dict(load_space(str(config['space'])).params)
+        # A factor distribution's bounds are not values; the trials' own values give the range instead.
+        return {k: v for k, v in load_space(str(config['space'])).params.items() if not v.factor}
     except UsageError:
         return {}
 
 
 def _objectives(config: dict, metric: str) -> list[str]:
-    objectives = config.get('objectives')
-    if not objectives and (config.get('search_alg') or {}).get('name') == 'nsga2':
-        objectives = [metric, 'compute_seconds']  # NSGA-II's default (search/conf/search_alg/nsga2.yaml)
-    return [str(o) for o in objectives or []]
+    """The objectives of a multi-objective search ([] for a single metric)."""
+    from search.spec import objectives_and_modes
+
+    objectives = objectives_and_modes(config)[0]
+    return list(objectives) if len(objectives) > 1 else []
 
 
 # ---------------------------------------------------------------- plots
@@ -232,7 +219,7 @@ def _epochs(rows: list[dict]) -> list[float]:
 
 
 def _series(trial: _Trial, key: str) -> tuple[list[float], list[float]]:
-    pairs = [(x, float(r[key])) for x, r in zip(_epochs(trial.rows), trial.rows) if _finite(r.get(key))]
+    pairs = [(x, float(r[key])) for x, r in zip(_epochs(trial.rows), trial.rows) if is_number(r.get(key))]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -264,35 +251,9 @@ def _learning_curves(trials: list[_Trial], metric: str, plots: Path) -> _Figure:
                  f'{metric} after each epoch of every trial (dashed: failed trials).')
 
 
-def compute_timeline(trials_rows: dict[str, list[dict]], metric: str, mode: str) -> list[tuple[float, float]]:
-    """(cumulative compute seconds, best ``metric`` so far) after each result, in the order results came.
-
-    Results of all trials are merged by their ``timestamp``; each adds the compute its trial spent
-    since its previous result (the increase of ``compute_seconds``, else ``time_this_iter_s``).
-    """
-    events = []
-    for trial_id, rows in trials_rows.items():
-        previous = 0.0
-        for index, row in enumerate(rows):
-            if _finite(row.get('compute_seconds')):
-                # A restored or PBT-exploited trial may restart lower: count no negative compute.
-                spent, previous = max(float(row['compute_seconds']) - previous, 0.0), float(row['compute_seconds'])
-            else:
-                spent = float(row['time_this_iter_s']) if _finite(row.get('time_this_iter_s')) else 0.0
-            events.append((float(row.get('timestamp', 0)), trial_id, index, spent, row.get(metric)))
-    events.sort(key=lambda e: e[:3])
-    total, best, timeline = 0.0, None, []
-    for _, _, _, spent, value in events:
-        total += spent
-        if _finite(value) and (best is None or (value > best if mode == 'max' else value < best)):
-            best = float(value)
-        if best is not None:
-            timeline.append((total, best))
-    return timeline
-
-
 def _best_vs_compute(trials: list[_Trial], metric: str, mode: str, plots: Path) -> _Figure:
-    timeline = compute_timeline({t.record.trial_id: t.rows for t in trials}, metric, mode)
+    timeline = [p for p in compute_timeline({t.record.trial_id: t.rows for t in trials}, metric, mode)
+                if p[1] is not None]
     fig, axes = _figure()
     ax = axes[0, 0]
     if timeline:
@@ -311,7 +272,7 @@ def _pareto(trials: list[_Trial], objectives: list[str], mode: str, plots: Path)
     directions = [mode, 'min']  # the first objective in the search's mode, the rest minimised (config.yaml)
     # A failed or unfinished trial's last result is not a trade-off the search can offer.
     scored = [t for t in trials if t.record.status in ('completed', 'stopped') and t.rows
-              and all(_finite(t.rows[-1].get(o)) for o in objectives)]
+              and all(is_number(t.rows[-1].get(o)) for o in objectives)]
     if not scored:
         return None, f'no finished trial reported both {objectives[0]} and {objectives[1]}'
     points = [tuple(float(t.rows[-1][o]) for o in objectives) for t in scored]
@@ -350,62 +311,82 @@ def _short(name: str, names: list[str]) -> str:
     return short if sum('.'.join(n.split('.')[-2:]) == short for n in names) == 1 else name
 
 
-def _component_figures(trials: list[_Trial], prefix: str, plots: Path) -> list[_Figure]:
-    keys = sorted({k for t in trials for r in t.rows for k, v in r.items()
-                   if k.startswith(prefix + '_') and (_finite(v) or _numbers(v))})
-    if not keys:
-        return []
-    figures, drawn = [], set()
-    if prefix == 'dbf' and 'dbf_trained' in keys:
-        figures.append(_dbf_timeline(trials, plots))
-        drawn.add('dbf_trained')
-    if prefix == 'dyra':
-        for split in ('train', 'eval'):
-            mean, std = f'dyra_{split}_sf_mean', f'dyra_{split}_sf_std'
-            if mean in keys:
-                figures.append(_band_plot(trials, mean, std, None, plots, f'dyra_{split}_scale_factor.png',
-                                          f'DyRA {split} scale factor: per-epoch mean, band ±1 std over images.'))
-                drawn |= {mean, std}
-    if prefix == 'dhead' and 'dhead_gflops_avg' in keys:
-        figures.append(_band_plot(trials, 'dhead_gflops_avg', 'dhead_gflops_min', 'dhead_gflops_max', plots,
-                                  'dhead_gflops.png', 'Dynamic head GFLOPs per image: per-epoch mean, band '
-                                  'from the epoch\'s min to max; dotted: the static head\'s GFLOPs.',
-                                  full='dhead_gflops_full'))
-        drawn |= {'dhead_gflops_avg', 'dhead_gflops_min', 'dhead_gflops_max', 'dhead_gflops_full'}
-    hist_keys = [k for k in keys if any(_numbers(r.get(k)) for t in trials for r in t.rows)]
-    for key in hist_keys:
-        figures.append(_histogram(trials, key, plots))
-    drawn |= set(hist_keys)
-    first = {'drcnn': ['drcnn_iou_thr', 'drcnn_beta']}.get(prefix, [])
-    rest = [k for k in first if k in keys] + [k for k in keys if k not in drawn and k not in first]
-    if rest:
-        figures.append(_grid_plot(trials, rest, plots, f'{prefix}_metrics.png',
-                                  f'{COMPONENTS[prefix]} metrics per epoch, one line per trial.'))
-    return figures
+def _component_sections(trials: list[_Trial], plots: Path) -> list[tuple[str, list[_Figure]]]:
+    """(component, figures) for each component some trial declared and reported, in the order first seen.
+
+    Each declared plot whose metrics some trial reported is drawn as declared; the component's other
+    reported metrics follow in one grid of lines per epoch.
+    """
+    declarations = {}
+    for t in trials:
+        for declaration in read_component_metrics(Path(t.record.path)):
+            declarations.setdefault(declaration['component'], declaration)
+    sections = []
+    for component, declaration in declarations.items():
+        units = {m['name']: m['unit'] for m in declaration['metrics']}
+        reported = {k for t in trials for r in t.rows for k, v in r.items() if k in units and is_number(v)}
+        figures, drawn = [], set()
+        for plot in declaration.get('plots', []):
+            if reported & set(plot['metrics']):
+                figures.append(_declared_plot(trials, plot, units, plots))
+                drawn |= {*plot['metrics'], *plot.get('band', ()), plot.get('spread'), plot.get('reference')}
+        rest = [name for name in units if name in reported and name not in drawn]
+        if rest:
+            figures.append(_grid_plot(trials, rest, units, plots, f'{_slug(component)}_metrics.png',
+                                      f'{component} metrics per epoch, one line per trial.'))
+        if figures:
+            sections.append((component, figures))
+    return sections
 
 
-def _dbf_timeline(trials: list[_Trial], plots: Path) -> _Figure:
+def _declared_plot(trials: list[_Trial], plot: dict, units: dict[str, str], plots: Path) -> _Figure:
+    """One figure drawn as a component's ``dyncomponents.protocol.Plot`` (stored as a dict) says."""
+    metrics, style = list(plot['metrics']), plot.get('style', 'lines')
+    name = f'{metrics[0]}_{style}.png'
+    caption = plot.get('caption') or f'{", ".join(metrics)} per epoch, one line per trial.'
+    ylabel = plot.get('ylabel') or _label(metrics[0], units)
+    title = plot.get('title') or ', '.join(metrics)
+    if style == 'timeline':
+        return _timeline(trials, metrics[0], plots, name, title, ylabel, caption)
+    if style == 'band':
+        band = list(plot.get('band') or [])
+        return _band_plot(trials, metrics[0], plots, name, caption, title, ylabel, low_high=band or None,
+                          spread=plot.get('spread') or None, reference=plot.get('reference') or None)
+    return _grid_plot(trials, metrics, units, plots, name, caption, steps=style == 'steps', title=title)
+
+
+def _label(metric: str, units: dict[str, str]) -> str:
+    return f'{metric} ({units[metric]})' if units.get(metric) else metric
+
+
+def _slug(text: str) -> str:
+    return re.sub(r'[^a-z0-9]+', '_', text.lower()).strip('_')
+
+
+def _timeline(trials: list[_Trial], metric: str, plots: Path, name: str, title: str, label: str,
+              caption: str) -> _Figure:
+    """A trials x epochs heat map of ``metric`` (in [0, 1]); blank where a trial did not run the epoch."""
     import numpy as np
 
-    max_epoch = max((int(x) for t in trials for x in _series(t, 'dbf_trained')[0]), default=0)
+    max_epoch = max((int(x) for t in trials for x in _series(t, metric)[0]), default=0)
     grid = np.full((len(trials), max(max_epoch, 1)), np.nan)
     for i, t in enumerate(trials):
-        for x, y in zip(*_series(t, 'dbf_trained')):
+        for x, y in zip(*_series(t, metric)):
             grid[i, int(x) - 1] = y
     fig, axes = _figure(width=max(5.0, 2.5 + 0.35 * grid.shape[1]), height=1.5 + 0.3 * len(trials))
     ax = axes[0, 0]
     image = ax.imshow(np.ma.masked_invalid(grid), aspect='auto', cmap='viridis', vmin=0.0, vmax=1.0,
                       interpolation='nearest', extent=(0.5, grid.shape[1] + 0.5, len(trials) - 0.5, -0.5))
     ax.set_yticks(range(len(trials)), [t.record.trial_id for t in trials])
-    ax.set(title='DBF: share of the epoch with the backbone trained')
+    ax.set(title=title)
     _epoch_axis(ax)
-    fig.colorbar(image, ax=ax, label='1 trained, 0 frozen')
-    return _save(fig, plots, 'dbf_timeline.png',
-                 'DBF freeze timeline: one row per trial, one cell per epoch, coloured by the share of the '
-                 'epoch\'s iterations in which the backbone trained (dbf_trained); blank: epoch not run.')
+    fig.colorbar(image, ax=ax, label=label)
+    return _save(fig, plots, name, caption)
 
 
-def _band_plot(trials, centre, low, high, plots, name, caption, full=None) -> _Figure:
+def _band_plot(trials, centre, plots, name, caption, title, ylabel, low_high=None, spread=None,
+               reference=None) -> _Figure:
+    """``centre`` per epoch with a band between two metrics (``low_high``) or of +-``spread``, ``reference`` dotted."""
     fig, axes = _figure()
     ax = axes[0, 0]
     for t in trials:
@@ -413,37 +394,26 @@ def _band_plot(trials, centre, low, high, plots, name, caption, full=None) -> _F
         if not x:
             continue
         ax.plot(x, y, marker='o', color=t.color, label=t.record.trial_id)
-        rows = [r for r in t.rows if _finite(r.get(centre))]
-        if high is None and all(_finite(r.get(low)) for r in rows):  # low is a std around the centre
-            spread = [float(r[low]) for r in rows]
-            ax.fill_between(x, [a - s for a, s in zip(y, spread)], [a + s for a, s in zip(y, spread)],
+        rows = [r for r in t.rows if is_number(r.get(centre))]
+        if spread and all(is_number(r.get(spread)) for r in rows):
+            width = [float(r[spread]) for r in rows]
+            ax.fill_between(x, [a - w for a, w in zip(y, width)], [a + w for a, w in zip(y, width)],
                             color=t.color, alpha=0.2)
-        elif high is not None and all(_finite(r.get(low)) and _finite(r.get(high)) for r in rows):
-            ax.fill_between(x, [float(r[low]) for r in rows], [float(r[high]) for r in rows], color=t.color, alpha=0.2)
-        if full is not None:
-            fx, fy = _series(t, full)
+        elif low_high and all(is_number(r.get(low_high[0])) and is_number(r.get(low_high[1])) for r in rows):
+            ax.fill_between(x, [float(r[low_high[0]]) for r in rows], [float(r[low_high[1]]) for r in rows],
+                            color=t.color, alpha=0.2)
+        if reference:
+            fx, fy = _series(t, reference)
             ax.plot(fx, fy, linestyle=':', color=t.color)
-    ax.set(ylabel=centre, title=f'{centre} per epoch')
+    ax.set(ylabel=ylabel, title=title)
     _epoch_axis(ax)
     ax.grid(alpha=0.3)
     _legend(ax, trials)
     return _save(fig, plots, name, caption)
 
 
-def _histogram(trials, key, plots) -> _Figure:
-    fig, axes = _figure()
-    ax = axes[0, 0]
-    for t in trials:
-        lists = [r[key] for r in t.rows if _numbers(r.get(key))]
-        if lists:
-            ax.hist([float(v) for v in lists[-1]], bins=30, alpha=0.5, color=t.color, label=t.record.trial_id)
-    ax.set(xlabel=key, ylabel='count', title=f'{key}: last reported epoch')
-    _legend(ax, trials)
-    return _save(fig, plots, f'{key}_histogram.png', f'Histogram of the per-item values of {key} in each '
-                 'trial\'s last reported epoch.')
-
-
-def _grid_plot(trials, keys, plots, name, caption) -> _Figure:
+def _grid_plot(trials, keys, units, plots, name, caption, steps=False, title=None) -> _Figure:
+    """One panel per metric of ``keys``, one line per trial (held steps with ``steps``)."""
     cols = min(len(keys), 2)
     rows = math.ceil(len(keys) / cols)
     fig, axes = _figure(width=4.5 * cols, height=3.0 * rows, rows=rows, cols=cols)
@@ -451,13 +421,17 @@ def _grid_plot(trials, keys, plots, name, caption) -> _Figure:
         ax = axes[index // cols, index % cols]
         for t in trials:
             x, y = _series(t, key)
-            if x:
+            if x and steps:
+                ax.step(x, y, where='post', marker='o', color=t.color, label=t.record.trial_id)
+            elif x:
                 ax.plot(x, y, marker='o', color=t.color, label=t.record.trial_id)
-        ax.set(title=key)
+        ax.set(title=key, ylabel=units.get(key, ''))
         _epoch_axis(ax)
         ax.grid(alpha=0.3)
     for index in range(len(keys), rows * cols):
         axes[index // cols, index % cols].set_visible(False)
+    if title and len(keys) > 1:
+        fig.suptitle(title)
     _legend(axes[0, 0], trials)
     return _save(fig, plots, name, caption)
 
@@ -467,29 +441,48 @@ def _grid_plot(trials, keys, plots, name, caption) -> _Figure:
 _CSS = ('body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}'
         'table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left;'
         'font-size:90%}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}'
-        'figure{margin:1em 0}figcaption{color:#555;font-size:90%}.note{color:#a60}.failed{color:#b00}')
+        'figure{margin:1em 0}figcaption{color:#555;font-size:90%}.note{color:#a60}.partial{color:#a60;font-weight:bold}.failed{color:#b00}')
+
+
+def partial_reason(summary: dict, records: list[TrialRecord]) -> str | None:
+    """Why the experiment's results are partial: summary.json's ``partial_reason``, else unfinished trials; or None."""
+    if summary.get('partial'):
+        return str(summary.get('partial_reason') or 'unfinished')
+    if any(r.status == 'running' for r in records):
+        return 'unfinished: some trials were still running'
+    return None
 
 
 def _html(experiment, config, records, metric, mode, trials, sections) -> str:
-    from search.results import best_record
+    from search.endings import resume_command
 
     e = html.escape
     best = best_record(records, mode)
+    summary = _summary(experiment)
+    partial = partial_reason(summary, records)
     counts = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
     failures = [r for r in records if r.status == 'failed']
     objectives = _objectives(config, metric)
-    header = [('experiment', str(experiment)), ('space', str(config['space'])), ('metric', f'{metric} ({mode})'),
+    header = [('results', f'PARTIAL: the search was {partial}' if partial else 'complete'),
+              ('experiment', str(experiment)), ('space', str(config['space'])), ('metric', f'{metric} ({mode})'),
               ('trials', f'{len(records)} (' + ', '.join(f'{n} {s}' for s, n in sorted(counts.items())) + ')'),
               ('failures', str(len(failures)))]
     if objectives:
         header.append(('objectives', ', '.join(objectives)))
     if best is not None:
-        header.append(('best trial', f'{best.trial_id}: {metric} = {best.best} at epoch {best.best_epoch}'))
+        header.append(('best trial' + (' so far' if partial else ''),
+                       f'{best.trial_id}: {metric} = {best.best} at epoch {best.best_epoch}'))
+    if summary.get('gain') or summary.get('reference'):
+        header.append(('against your config', gain_sentence(summary, metric)))
+    title = f'DynTune report: {e(experiment.name)}' + (' (partial results)' if partial else '')
     out = ['<!DOCTYPE html>', '<html><head><meta charset="utf-8">',
-           f'<title>DynTune report: {e(experiment.name)}</title><style>{_CSS}</style></head><body>',
-           f'<h1>DynTune report: {e(experiment.name)}</h1>', '<table>']
+           f'<title>{title}</title><style>{_CSS}</style></head><body>', f'<h1>{title}</h1>']
+    if partial:
+        out.append(f'<p class="partial">Partial results: the search was {e(partial)}. What follows is what its trials '
+                   f'reported until then. Resume it with <code>{e(resume_command(experiment))}</code></p>')
+    out.append('<table>')
     out += [f'<tr><th>{e(k)}</th><td>{e(v)}</td></tr>' for k, v in header]
     out.append('</table>')
     if not records:
@@ -503,6 +496,8 @@ def _html(experiment, config, records, metric, mode, trials, sections) -> str:
         out.append(f'<h2>Best trial {e(best.trial_id)}</h2><table><tr><th>parameter</th><th>value</th></tr>')
         out += [f'<tr><td>{e(k)}</td><td>{e(_fmt(v))}</td></tr>' for k, v in sorted(best.params.items())]
         out.append('</table>')
+    if summary.get('reference') or summary.get('test'):
+        out.append(_validation_and_test(summary, metric))
     if records:
         out.append(_trials_table(records, metric))
     for title, figures, note in sections:
@@ -515,6 +510,43 @@ def _html(experiment, config, records, metric, mode, trials, sections) -> str:
     return '\n'.join(out) + '\n'
 
 
+def _summary(experiment: Path) -> dict:
+    path = experiment / 'summary.json'
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def gain_sentence(summary: dict, metric: str) -> str:
+    """The search's answer in words: ``best +0.031 bbox_mAP over your config on validation, +0.020 on test``."""
+    gain = summary.get('gain') or {}
+    if not gain:
+        reference = summary.get('reference') or {}
+        return f"no gain measured (reference trial {reference.get('status', 'missing')})"
+    parts = [f"{gain[split]:+.3f} {metric} over your config on {split}" if i == 0 else f"{gain[split]:+.3f} on {split}"
+             for i, split in enumerate(s for s in ('validation', 'test') if s in gain)]
+    return 'best ' + ', '.join(parts)
+
+
+def _validation_and_test(summary: dict, metric: str) -> str:
+    """Your config (the reference trial) and the best, on validation and on the test split, side by side."""
+    e = html.escape
+    reference, best, test = summary.get('reference') or {}, summary.get('best') or {}, summary.get('test') or {}
+    rows = [('validation (best epoch)', reference.get(metric), best.get(metric), (summary.get('gain') or {}).get('validation'))]
+    if test:
+        rows.append(('test (once, after the search)', (test.get('reference') or {}).get(metric),
+                     (test.get('best') or {}).get(metric), (summary.get('gain') or {}).get('test')))
+    out = [f'<h2>Your config against the best</h2><table><tr><th>{e(metric)}</th><th>your config (reference trial)</th>'
+           '<th>best</th><th>gain</th></tr>']
+    out += [f'<tr><td>{e(name)}</td>' + ''.join(f'<td>{e(_fmt(v))}</td>' for v in values) + '</tr>'
+            for name, *values in rows]
+    out.append('</table><p class="note">The validation score of the best of many trials is optimistic: the search '
+               'picked it for scoring high on that very data, noise included. The test split, never seen by the '
+               'search, tells what to expect.</p>')
+    return '\n'.join(out)
+
+
 def _trials_table(records: list[TrialRecord], metric: str) -> str:
     e = html.escape
     keys = sorted({k for r in records for k in r.params})
@@ -525,7 +557,8 @@ def _trials_table(records: list[TrialRecord], metric: str) -> str:
     for r in records:
         if r.status == 'not started':  # counted in the header; a row each would bury the trials that ran
             continue
-        cells = [r.trial_id, r.status, r.epochs, r.best, r.best_epoch, round(r.train_seconds, 1),
+        cells = [r.trial_id + (' (reference)' if r.reference else ''), r.status, r.epochs, r.best, r.best_epoch,
+                 round(r.compute_seconds, 1),
                  *[r.params.get(k, '') for k in keys]]
         rows.append('<tr>' + ''.join(f'<td>{e(_fmt(c))}</td>' for c in cells) + '</tr>')
     rows.append('</table>')
@@ -538,25 +571,21 @@ def _fmt(value) -> str:
     return '' if value is None else str(value)
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _numbers(value) -> bool:
-    return isinstance(value, list) and len(value) > 0 and all(_finite(v) for v in value)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('experiment', type=Path, help='the experiment folder (experiment.dir/experiment.name)')
+    parser.add_argument('experiment', help='the experiment folder or storage URI (experiment.dir/experiment.name)')
     args = parser.parse_args(argv)
+    from search.storage import join_uri, open_experiment
+
     try:
-        out = write_report(args.experiment)
+        store = open_experiment(args.experiment)  # a URI: a local copy, the report uploaded beside the results
+        out = write_report(store.local)
+        store.push(REPORT_FILE, PLOTS_DIR)
     except UsageError as err:
         print(f'report: error: {err}', file=sys.stderr)
         return 2
-    print(f'written: {out}')
+    print(f'written: {join_uri(store.display, REPORT_FILE) if store.remote else out}')
     return 0
 
 

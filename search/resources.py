@@ -1,4 +1,7 @@
-"""Per-trial resources: a short probe of one trial's cost, and how many trials share a GPU.
+"""Per-trial resources: whether one trial fits at all, a short probe of its cost, how many share a GPU.
+
+``check_trial_fits`` compares one trial's request with what the machine or cluster has: a request
+larger than the whole cluster would leave every trial PENDING forever, so it is a usage error.
 
 The probe trains the search's base config (every parameter at its lowest value, no freezing) for
 a few iterations in a Ray task with one trial's resources, and measures the seconds of one
@@ -12,6 +15,41 @@ import time
 from dataclasses import dataclass
 
 GPU_HEADROOM = 0.85  # of a GPU's memory that packed trials may fill: the CUDA context and fragmentation need the rest
+
+
+def check_trial_fits(cpus: float, gpus: float, total_cpus: float, total_gpus: float, where: str = 'this machine') -> None:
+    """Raise UsageError (one line) when one trial asks for more CPUs or GPUs than ``where`` has in total.
+
+    Ray would accept such a trial and keep it PENDING forever. ``where`` names the machine or the
+    cluster in the message, e.g. ``'the Ray cluster at auto'``.
+
+    >>> check_trial_fits(1, 0, 2, 0)
+    >>> check_trial_fits(1000, 0, 2, 0)
+    Traceback (most recent call last):
+    search.errors.UsageError: cpus_per_trial=1000 but this machine has 2 CPUs in total, so no trial could ever start; use cpus_per_trial=2 or less
+    """
+    from search.errors import UsageError
+
+    if cpus > total_cpus:
+        raise UsageError(f'cpus_per_trial={_fmt(cpus)} but {where} has {_fmt(total_cpus)} CPUs in total, so no trial '
+                         f'could ever start; use cpus_per_trial={_fmt(total_cpus)} or less')
+    if gpus > total_gpus:
+        fix = f'gpus_per_trial={_fmt(total_gpus)} or less' if total_gpus else 'gpus_per_trial=0'
+        raise UsageError(f'gpus_per_trial={_fmt(gpus)} but {where} has {_fmt(total_gpus)} GPUs in total, so no trial '
+                         f'could ever start; use {fix}')
+
+
+def check_trial_fits_locally(cpus: float, gpus: float) -> None:
+    """:func:`check_trial_fits` against this machine (the local Ray that ``run.py`` starts gets all of it)."""
+    import os
+
+    import torch
+
+    check_trial_fits(cpus, gpus, os.cpu_count() or 1, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def _fmt(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f'{number:g}'
 
 
 @dataclass(frozen=True)

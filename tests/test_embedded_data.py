@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+from search.data import embedded
 from search.data.embedded import CLASSES, default_cache_dir, ensure_embedded_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,12 +118,13 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert (first / image).read_bytes() != (other / image).read_bytes()
 
 
-def test_second_call_reuses_the_cache_and_arguments_never_collide(tmp_path):
+def test_second_call_reuses_the_cache_and_arguments_never_collide(tmp_path, monkeypatch):
     root = ensure_embedded_dataset(tmp_path, seed=0, **SMALL)
     stamp = (root / 'annotations' / 'train.json').stat().st_mtime_ns
-    start = time.perf_counter()
-    assert ensure_embedded_dataset(tmp_path, seed=0, **SMALL) == root
-    assert time.perf_counter() - start < 0.1
+    with monkeypatch.context() as patch:  # a cached dataset is returned without waiting for the lock or writing
+        patch.setattr(embedded, '_exclusive_lock', lambda path: pytest.fail('a cached call took the lock'))
+        patch.setattr(embedded, '_write_dataset', lambda *args: pytest.fail('a cached call generated again'))
+        assert ensure_embedded_dataset(tmp_path, seed=0, **SMALL) == root
     assert (root / 'annotations' / 'train.json').stat().st_mtime_ns == stamp
     other = ensure_embedded_dataset(tmp_path, seed=0, **{**SMALL, 'num_val': 4})
     assert other != root and len(_load(other, 'val')['images']) == 4
@@ -147,10 +148,9 @@ def test_concurrent_processes_both_get_a_valid_dataset(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [root.name]
 
 
-def test_tiny_sizes_work_and_are_fast(tmp_path):
-    start = time.perf_counter()
+def test_tiny_sizes_work(tmp_path):
+    # How long they take is measured by bench/bench_embedded_data.py, not asserted here.
     root = ensure_embedded_dataset(tmp_path, num_train=16, num_val=8, min_size=128, max_size=160)
-    assert time.perf_counter() - start < 10
     _check_coco_split(root, 'train', 16, 128, 160)
     smallest = ensure_embedded_dataset(tmp_path, num_train=1, num_val=1, min_size=64, max_size=64)
     _check_coco_split(smallest, 'train', 1, 64, 64)
@@ -189,13 +189,3 @@ def test_command_line_prints_the_path(tmp_path):
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert Path(out.strip()) == tmp_path / 'embedded-v1-s7-2x1-64-96'
     assert (Path(out.strip()) / 'annotations' / 'val.json').is_file()
-
-
-@pytest.mark.slow
-def test_default_size_takes_under_a_minute(tmp_path):
-    # CPU time of this process = wall time on one free core; wall time here depends on who else shares the CPU.
-    start, wall_start = time.process_time(), time.perf_counter()
-    root = ensure_embedded_dataset(tmp_path)
-    seconds, wall = time.process_time() - start, time.perf_counter() - wall_start
-    assert seconds < 60, f'generating the default dataset took {seconds:.1f} s of CPU ({wall:.1f} s wall)'
-    assert len(_load(root, 'train')['images']) == 300 and len(_load(root, 'val')['images']) == 100

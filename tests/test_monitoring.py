@@ -1,15 +1,17 @@
 """Monitoring during a real smoke search started like a user does (``python search/run.py ...``).
 
 The Ray dashboard must listen on 127.0.0.1 only, serve its page, refuse its API without Ray's token
-and accept it with the token; a headless Chromium signs in through the page's token prompt and finds
-the trial actors, named after their trial ids; each trial publishes its live Ray gauges.
+and accept it with the token; a headless Chromium (Selenium with Debian's chromium-driver) signs in
+through the page's token prompt and finds the trial actors, named after their trial ids; each trial
+publishes its live Ray gauges; the search ends cleanly.
+
+A search's life runs one way (start, trials running, end), so the ``observed`` fixture makes every
+observation once, in that order, and the tests only assert on what it saw: their order does not matter,
+and each test reports (or skips on) its own observation's failure.
 """
-import base64
-import fcntl
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -24,6 +26,7 @@ import pytest
 from conftest import REPO
 
 SEARCH_TIMEOUT = 480
+NO_BROWSER = 'no chromium and chromedriver (.ci/run installs the Debian packages chromium and chromium-driver)'
 
 
 def _token() -> str:
@@ -64,7 +67,7 @@ class LiveSearch:
         cmd = [sys.executable, '-u', 'search/run.py', 'space=baseline', 'scheduler=fifo', 'num_samples=2',
                'max_epochs=6', 'data.num_train=16', 'data.num_val=8', 'data.min_size=128', 'data.max_size=160',
                'train.img_scale=[160,160]', 'train.warmup_iters=5', f'experiment.dir={folder}',
-               'experiment.name=mon', 'ray.verbose=0']
+               'experiment.name=mon', 'ray.verbose=0', 'reference=false']
         self._log_file = self.log.open('w')
         env = dict(os.environ, RAY_metrics_report_interval_ms='1000')
         self.process = subprocess.Popen(cmd, cwd=REPO, stdout=self._log_file, stderr=subprocess.STDOUT,
@@ -86,11 +89,9 @@ class LiveSearch:
         assert status == 200, body[:300]
         return [a for a in json.loads(body)['data']['result']['result'] if str(a.get('class_name')) == 'train_trial']
 
-    def finish(self) -> int:
-        try:
-            return self.process.wait(timeout=SEARCH_TIMEOUT)
-        finally:
-            self.stop()
+    def wait(self) -> int:
+        """Wait for the search to end by itself; its exit code."""
+        return self.process.wait(timeout=SEARCH_TIMEOUT)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -103,133 +104,102 @@ class LiveSearch:
         self._log_file.close()
 
 
-@pytest.fixture(scope='module')
-def live_search(tmp_path_factory):
-    pytest.importorskip('ray.dashboard.optional_deps', reason='the dashboard needs ray[default]')
-    search = LiveSearch(tmp_path_factory.mktemp('monitoring'))
-    yield search
-    search.stop()
+class Observations:
+    """What each step saw, or the exception (failure or skip) it raised, for the test that asserts on it."""
+
+    def __init__(self):
+        self._seen = {}
+
+    def record(self, name: str, step) -> None:
+        try:
+            self._seen[name] = (step(), None)
+        except BaseException as err:  # noqa: BLE001  (pytest's skip and fail outcomes too: the test re-raises them)
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            self._seen[name] = (None, err)
+
+    def __getitem__(self, name: str):
+        value, err = self._seen[name]
+        if err is not None:
+            raise err
+        return value
 
 
-def test_dashboard_listens_on_loopback_and_its_api_needs_the_token(live_search):
-    assert live_search.url.startswith('http://127.0.0.1:')
-    from search.monitoring import token_file
-
-    assert f'sign in: paste the token from {token_file()}' in live_search.output()
-    status, page = _get(live_search.url + '/')
-    assert status == 200 and b'<html' in page.lower()
+def dashboard_answers(search: LiveSearch) -> dict:
+    """The status codes of the page and of three API routes without, with a wrong and with the right token."""
+    answers = {'/': _get(search.url + '/')}
     for api in ('/api/jobs/', '/api/v0/actors', '/nodes?view=summary'):
-        assert _get(live_search.url + api)[0] == 401, api
-        assert _get(live_search.url + api, 'not-the-token')[0] == 403, api
-        assert _get(live_search.url + api, live_search.token)[0] == 200, api
+        answers[api] = tuple(_get(search.url + api, token)[0] for token in (None, 'not-the-token', search.token))
+    return answers
 
 
-class Chromium:
-    """Headless Chromium driven with the DevTools protocol over ``--remote-debugging-pipe`` (stdlib only)."""
-
-    def __init__(self, profile: Path):
-        binary = shutil.which('chromium') or shutil.which('chromium-browser') or shutil.which('google-chrome')
-        if binary is None:
-            pytest.skip('no chromium (.ci/run installs the Debian packages chromium and chromium-driver)')
-        commands_read, self._commands = os.pipe()
-        self._events, events_write = os.pipe()
-        # Chromium reads commands on fd 3 and writes replies on fd 4; copies above 10 survive those dup2s.
-        child_read, child_write = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (commands_read, events_write))
-        self.process = subprocess.Popen(
-            [binary, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-             '--disable-background-networking', '--disable-component-update', '--disable-sync',
-             f'--user-data-dir={profile}', '--window-size=1600,1000', '--remote-debugging-pipe', 'about:blank'],
-            # Popen closes every fd not passed after preexec_fn; dup2 makes 3 and 4 inheritable and the rest
-            # are not, so only they reach Chromium.
-            close_fds=False, preexec_fn=lambda: (os.dup2(child_read, 3), os.dup2(child_write, 4)),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for fd in (commands_read, events_write, child_read, child_write):
-            os.close(fd)
-        self._buffer = b''
-        self._next_id = 0
-        self.session = None
-
-    def send(self, method: str, params: dict | None = None, timeout: float = 30, session: bool = True) -> dict:
-        self._next_id += 1
-        message = {'id': self._next_id, 'method': method, 'params': params or {}}
-        if session and self.session:
-            message['sessionId'] = self.session
-        os.write(self._commands, json.dumps(message).encode() + b'\0')
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            while b'\0' in self._buffer:
-                raw, self._buffer = self._buffer.split(b'\0', 1)
-                reply = json.loads(raw)
-                if reply.get('id') == self._next_id:
-                    if 'error' in reply:
-                        raise RuntimeError(f'{method}: {reply["error"]}')
-                    return reply['result']
-            if select.select([self._events], [], [], 1.0)[0]:
-                chunk = os.read(self._events, 1 << 20)
-                if not chunk:
-                    raise RuntimeError('chromium closed its DevTools pipe')
-                self._buffer += chunk
-        raise TimeoutError(method)
-
-    def open(self, url: str) -> None:
-        target = self.send('Target.createTarget', {'url': url}, session=False)['targetId']
-        self.session = self.send('Target.attachToTarget', {'targetId': target, 'flatten': True},
-                                 session=False)['sessionId']
-
-    def evaluate(self, expression: str):
-        # The dashboard reloads itself after sign-in; an evaluation caught by the reload is retried.
-        for attempt in range(10):
-            try:
-                return self.send('Runtime.evaluate', {'expression': expression,
-                                                      'returnByValue': True})['result'].get('value')
-            except RuntimeError as err:
-                if 'navigated or closed' not in str(err) or attempt == 9:
-                    raise
-                time.sleep(0.5)
-
-    def text(self) -> str:
-        return self.evaluate('document.body ? document.body.innerText : ""') or ''
-
-    def screenshot(self, path: Path) -> None:
-        path.write_bytes(base64.b64decode(self.send('Page.captureScreenshot', {'format': 'png'})['data']))
-
-    def close(self) -> None:
-        os.close(self._commands)
-        os.close(self._events)
-        self.process.terminate()
-        self.process.wait(timeout=30)
+def trial_actors_and_folders(search: LiveSearch) -> tuple[list[dict], list[str]]:
+    actors = _wait(lambda: [a for a in search.trial_actors() if a.get('repr_name')], 240, 'trial actors')
+    folders = _wait(lambda: [p.name for p in search.experiment.glob('trial_*') if p.is_dir()], 60, 'trial folders')
+    return actors, folders
 
 
-def test_browser_signs_in_with_the_token_and_finds_the_running_trials(live_search, tmp_path):
-    browser = Chromium(tmp_path / 'profile')
+def _body_text(driver) -> str:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
     try:
-        browser.open(live_search.url + '/#/actors')
-        _wait(lambda: 'Authentication Token Required' in browser.text(), 60, 'the token prompt')
-        browser.screenshot(tmp_path / 'dashboard_sign_in.png')
-        # Type the token into the prompt like a user, then press its Submit button.
-        browser.evaluate('document.querySelector("input[type=password]").focus()')
-        browser.send('Input.insertText', {'text': live_search.token})
-        browser.evaluate('[...document.querySelectorAll("button")].find(b => b.textContent.trim() == "Submit").click()')
-        _wait(lambda: 'Authentication Token Required' not in browser.text(), 60, 'the prompt to accept the token')
-        trials = _wait(lambda: [a for a in live_search.trial_actors() if a['state'] == 'ALIVE'], 240,
-                       'a running trial actor')
-        browser.send('Page.reload')
-        names = _wait(lambda: re.findall(r'train_trial_\w+', browser.text()), 90, 'trial names on the actors page')
-        browser.screenshot(tmp_path / 'dashboard_actors.png')
+        return driver.find_element(By.TAG_NAME, 'body').text
+    except (NoSuchElementException, StaleElementReferenceException):  # the dashboard reloads itself after sign-in
+        return ''
+
+
+def browse_the_actors_page(search: LiveSearch, folder: Path) -> dict:
+    """Sign in through the dashboard's token prompt like a user and read the trial names on the Actors page."""
+    chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+    chromedriver = shutil.which('chromedriver')
+    if not (chromium and chromedriver):
+        pytest.skip(NO_BROWSER)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium  # the system's browser and driver: Selenium Manager downloads nothing
+    for argument in ('--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run', '--window-size=1600,1000',
+                     f'--user-data-dir={folder / "profile"}'):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    try:
+        driver.get(search.url + '/#/actors')
+        password = WebDriverWait(driver, 60).until(
+            expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, 'input[type=password]')))
+        prompt = _body_text(driver)
+        driver.save_screenshot(str(folder / 'dashboard_sign_in.png'))
+        password.send_keys(search.token)
+        driver.find_element(By.XPATH, '//button[normalize-space()="Submit"]').click()
+        WebDriverWait(driver, 60).until(lambda d: 'Authentication Token Required' not in _body_text(d))
+        alive = _wait(lambda: [a for a in search.trial_actors() if a['state'] == 'ALIVE'], 240,
+                      'a running trial actor')
+        driver.refresh()
+        names = WebDriverWait(driver, 90, poll_frequency=2).until(
+            lambda d: re.findall(r'train_trial_\w+', _body_text(d)))
+        driver.save_screenshot(str(folder / 'dashboard_actors.png'))
     finally:
-        browser.close()
-    assert {a['repr_name'] for a in trials} <= set(names)
-    assert (tmp_path / 'dashboard_actors.png').stat().st_size > 10_000
+        driver.quit()
+    return dict(prompt=prompt, alive={a['repr_name'] for a in alive}, names=set(names),
+                screenshot=folder / 'dashboard_actors.png')
 
 
-def test_trial_actors_are_named_after_their_trial_ids(live_search):
-    actors = _wait(lambda: [a for a in live_search.trial_actors() if a.get('repr_name')], 240, 'trial actors')
-    trial_dirs = _wait(lambda: [p.name for p in live_search.experiment.glob('train_trial_*') if p.is_dir()], 60,
-                       'trial folders')
-    for actor in actors:
-        name = actor['repr_name']
-        assert re.fullmatch(r'train_trial_[0-9a-f]+_\d{5}', name), name
-        assert any(d.startswith(name + '_') for d in trial_dirs), (name, trial_dirs)
+def epoch_gauges(search: LiveSearch) -> list[str]:
+    """The ``ray_dyntune_trial_epoch`` lines of the node's Prometheus endpoint, once a trial has set one."""
+    status, body = _get(f'{search.url}/nodes?view=summary', search.token)
+    port = _find_key(json.loads(body), 'metricsExportPort')
+    assert status == 200 and port, body[:500]
+
+    def scrape():
+        status, text = _get(f'http://127.0.0.1:{port}/metrics')
+        lines = text.decode().splitlines() if status == 200 else []
+        return [line for line in lines if line.startswith('ray_dyntune_trial_epoch{')]
+
+    return _wait(scrape, SEARCH_TIMEOUT, 'the ray_dyntune_trial_epoch gauge', interval=5)
 
 
 def _find_key(data, key):
@@ -245,21 +215,69 @@ def _find_key(data, key):
     return None
 
 
-def test_trials_publish_live_ray_gauges_and_finish(live_search):
-    status, body = _get(f'{live_search.url}/nodes?view=summary', live_search.token)
-    port = _find_key(json.loads(body), 'metricsExportPort')
-    assert status == 200 and port, body[:500]
+@pytest.fixture(scope='module')
+def observed(tmp_path_factory):
+    """Start the search and observe it: dashboard, actors, browser and gauges while it runs, then its end."""
+    pytest.importorskip('ray.dashboard.optional_deps', reason='the dashboard needs ray[default]')
+    folder = tmp_path_factory.mktemp('monitoring')
+    search = LiveSearch(folder)
+    seen = Observations()
+    try:
+        seen.record('output', lambda: search.output())
+        seen.record('url', lambda: search.url)
+        seen.record('dashboard', lambda: dashboard_answers(search))
+        seen.record('actors', lambda: trial_actors_and_folders(search))
+        seen.record('browser', lambda: browse_the_actors_page(search, folder))
+        seen.record('gauges', lambda: epoch_gauges(search))
+        seen.record('exit', lambda: (search.wait(), search.output()))
+        seen.record('summary', lambda: json.loads((search.experiment / 'summary.json').read_text()))
+    finally:
+        search.stop()
+    return seen
 
-    def epoch_gauges():
-        status, text = _get(f'http://127.0.0.1:{port}/metrics')
-        lines = text.decode().splitlines() if status == 200 else []
-        return [line for line in lines if line.startswith('ray_dyntune_trial_epoch{')]
 
-    gauges = _wait(epoch_gauges, SEARCH_TIMEOUT, 'the ray_dyntune_trial_epoch gauge', interval=5)
-    assert all(re.search(r'trial_id="[0-9a-f]+_\d{5}"', line) for line in gauges), gauges
+@pytest.mark.slow
+def test_dashboard_listens_on_loopback_and_its_api_needs_the_token(observed):
+    from search.monitoring import token_file
+
+    assert observed['url'].startswith('http://127.0.0.1:')
+    assert f'sign in: paste the token from {token_file()}' in observed['output']
+    answers = observed['dashboard']
+    status, page = answers.pop('/')
+    assert status == 200 and b'<html' in page.lower()
+    for api, codes in answers.items():
+        assert codes == (401, 403, 200), api  # no token, a wrong one, the right one
+
+
+@pytest.mark.slow
+def test_browser_signs_in_with_the_token_and_finds_the_running_trials(observed):
+    browser = observed['browser']
+    assert 'Authentication Token Required' in browser['prompt']
+    assert browser['alive'] and browser['alive'] <= browser['names']
+    assert browser['screenshot'].stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_trial_actors_are_named_after_their_trial_ids_and_so_are_their_folders(observed):
+    actors, folders = observed['actors']
+    for actor in actors:
+        name = actor['repr_name']
+        assert re.fullmatch(r'train_trial_[0-9a-f]+(_\d{5})?', name), name
+        assert f'trial_{name.removeprefix("train_trial_")}' in folders, (name, folders)  # trial_<trial id>
+
+
+@pytest.mark.slow
+def test_trials_publish_live_ray_gauges(observed):
+    gauges = observed['gauges']
+    assert all(re.search(r'trial_id="[0-9a-f]+(_\d{5})?"', line) for line in gauges), gauges
     assert float(gauges[0].rsplit(' ', 1)[1]) >= 1
-    assert live_search.finish() == 0, live_search.output()[-3000:]
-    summary = json.loads((live_search.experiment / 'summary.json').read_text())
+
+
+@pytest.mark.slow
+def test_the_search_finishes_cleanly(observed):
+    code, output = observed['exit']
+    assert code == 0, output[-3000:]
+    summary = observed['summary']
     assert summary['num_trials'] == 2 and summary['num_failed'] == 0
 
 
@@ -270,7 +288,7 @@ def test_dashboard_switch_and_its_alias(override, on):
     from search.spec import build_spec
 
     spec = build_spec(compose_config(['space=baseline', 'smoke=true', *override]), dry_run=False)
-    options = dashboard_options(spec.ray['dashboard'], spec.ray['dashboard_host'])
+    options = dashboard_options(spec.ray.dashboard, spec.ray.dashboard_host)
     assert options == dict(include_dashboard=on and dashboard_installed(), dashboard_host='127.0.0.1')
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.report import (SPEC_FILE, compute_timeline, main, param_importance, pareto_front, write_report)
-from search.results import TrialRecord
+from search.files import SPEC_FILE
+from search.report import MIN_IMPORTANCE_TRIALS, main, param_importance, pareto_front, write_report
+from search.results import TrialRecord, compute_timeline, load_records, write_trials_csv
 from search.space import Distribution
 
-from conftest import REPO, run_search_for_test
+from conftest import REPO, StoredTrial, write_tune_experiment
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
@@ -28,11 +29,9 @@ def _assert_pngs(paths):
         assert path.read_bytes()[:8] == PNG_SIGNATURE and path.stat().st_size > 1000, path
 
 
-@pytest.fixture(scope='module')
-def smoke_experiment(ray_session, tmp_path_factory):
-    spec, _ = run_search_for_test(['space=baseline', 'smoke=true', 'experiment.name=rep'],
-                                  tmp_path_factory.mktemp('report'))
-    return spec.experiment_path
+@pytest.fixture
+def smoke_experiment(baseline_smoke_search):
+    return baseline_smoke_search[2]
 
 
 @pytest.mark.slow
@@ -47,67 +46,84 @@ def test_report_of_a_real_smoke_search(smoke_experiment):
     trial_ids = [json.loads(line)['trial_id'] for line in
                  (p / 'result.json' for p in smoke_experiment.iterdir() if (p / 'result.json').is_file())
                  for line in line.read_text().splitlines()[:1]]
-    assert len(trial_ids) == 2
+    assert len(trial_ids) == 3  # two searched trials and the reference
     for trial_id in trial_ids:
         assert trial_id in page
-    # two trials are too few for an importance estimate: a note instead of a plot
-    assert 'needs at least 3 finished trials' in page and 'importance.png' not in names
+    # two searched trials are too few for an importance estimate: a note instead of a plot
+    assert f'not estimated yet: importance needs at least {MIN_IMPORTANCE_TRIALS} finished trials' in page
+    assert 'importance.png' not in names
     # rewriting the report replaces it rather than piling up plots
     write_report(smoke_experiment)
     assert sorted(p.name for p in (smoke_experiment / 'report').iterdir()) == sorted(names)
 
 
-def _trial(experiment: Path, trial_id: str, params: dict, rows: list[dict], status='TERMINATED', error=None):
-    folder = experiment / f'train_trial_{trial_id}'
-    folder.mkdir()
-    (folder / 'result.json').write_text(''.join(json.dumps(r) + '\n' for r in rows))
-    if error:
-        (folder / 'error.txt').write_text(f'Traceback (most recent call last):\n{error}\n')
-    state = dict(trial_id=trial_id, status=status, relative_logdir=folder.name, config=params)
-    return [json.dumps(state), json.dumps({'error_filename': 'error.txt' if error else None})]
-
-
 @pytest.fixture
 def built_experiment(tmp_path):
     """A two-objective experiment with every component's metrics, a failure and enough trials for importance."""
+    from dyncomponents.protocol import declared_components
+
     experiment = tmp_path / 'built'
     experiment.mkdir()
     (experiment / SPEC_FILE).write_text(yaml.safe_dump(dict(
         space='no_such_space', metric='bbox_mAP', mode='max', objectives=['bbox_mAP', 'compute_seconds'])))
-    trial_data = []
+    trials = {}
     for i, lr in enumerate([0.001, 0.003, 0.01, 0.002, 0.03]):
         rows = []
         for epoch in (1, 2, 3):
             rows.append(dict(epoch=epoch, bbox_mAP=lr * epoch, compute_seconds=10.0 * epoch * (i + 1),
-                             timestamp=1000 + 10 * epoch + i, dbf_trained=float(epoch % 2),
-                             drcnn_iou_thr=0.4 + 0.01 * epoch, drcnn_beta=1.0 / epoch,
+                             timestamp=1000 + 10 * epoch + i, time_this_iter_s=12.0, dbf_trained=float(epoch % 2),
+                             drcnn_iou_thr=0.4 + 0.01 * epoch, drcnn_beta=1.0 / epoch, drcnn_num_updates=epoch,
                              dyra_train_sf_mean=1.0 + 0.1 * i, dyra_train_sf_std=0.05,
-                             dyra_train_sf=[0.9, 1.0, 1.1 + 0.1 * epoch],
                              dhead_gflops_avg=2.0, dhead_gflops_min=1.5, dhead_gflops_max=2.5, dhead_gflops_full=3.0))
-        trial_data.append(_trial(experiment, f'aa_{i:05d}', {'optimizer.lr': lr, 'seed_tag': 'x' * (i % 2)}, rows))
-    trial_data.append(_trial(experiment, 'aa_00009', {'optimizer.lr': 0.005, 'seed_tag': ''},
-                             [dict(epoch=1, bbox_mAP=0.001, compute_seconds=5.0, timestamp=1001)], status='ERROR',
-                             error="RuntimeError: <script>alert('x')</script> out of memory"))
-    (experiment / 'experiment_state-2026.json').write_text(json.dumps({'trial_data': trial_data}))
-    return experiment
+        trials[f'aa_{i:05d}'] = StoredTrial(rows, config={'optimizer.lr': lr, 'seed_tag': 'x' * (i % 2)},
+                                            components=declared_components())
+    for i in range(5, MIN_IMPORTANCE_TRIALS):  # enough finished trials for importance, each dominated by aa_00000
+        rows = [dict(epoch=1, bbox_mAP=0.0005 * i / MIN_IMPORTANCE_TRIALS, compute_seconds=100.0 * i, timestamp=1100 + i)]
+        trials[f'aa_{i:05d}'] = StoredTrial(rows, config={'optimizer.lr': 0.0005 * i / MIN_IMPORTANCE_TRIALS,
+                                                          'seed_tag': 'x' * (i % 2)})
+    trials['aa_99999'] = StoredTrial([dict(epoch=1, bbox_mAP=0.001, compute_seconds=5.0, timestamp=1001)],
+                                     status='ERROR', config={'optimizer.lr': 0.005, 'seed_tag': ''},
+                                     error="RuntimeError: <script>alert('x')</script> out of memory")
+    return write_tune_experiment(experiment, trials)
 
 
 def test_report_draws_every_section_of_a_built_experiment(built_experiment):
     html_path = write_report(built_experiment)
     page = html_path.read_text()
     names = {p.name for p in _images(html_path)}
-    assert names == {'learning_curves.png', 'best_vs_compute.png', 'pareto.png', 'importance.png', 'dbf_timeline.png',
-                     'drcnn_metrics.png', 'dyra_train_scale_factor.png',
-                     'dyra_train_sf_histogram.png', 'dhead_gflops.png'}
+    # each component's declared plots, then its other reported metrics in one grid (Dynamic R-CNN's updates)
+    assert names == {'learning_curves.png', 'best_vs_compute.png', 'pareto.png', 'importance.png',
+                     'dbf_trained_timeline.png', 'drcnn_iou_thr_steps.png', 'dynamic_r_cnn_metrics.png',
+                     'dyra_train_sf_mean_band.png', 'dhead_gflops_avg_band.png'}
+    assert 'not the standard FCOS head' in page  # the dotted line is the gates-open routing tower
     _assert_pngs(_images(html_path))
     # the failure is listed with its reason, escaped: no user text becomes markup
-    assert 'aa_00009' in page and 'out of memory' in page
+    assert 'aa_99999' in page and 'out of memory' in page
     assert '<script>' not in page and '&lt;script&gt;' in page
     # the best lr (0.03) is the last trial; aa_00003 (lower mAP for more compute than aa_00002) is dominated,
     # and the failed trial's partial result is no trade-off
     assert 'best trial</th><td>aa_00004' in page
     front = re.search(r'Pareto-optimal: ([^.]*)\.', page).group(1).split(', ')
     assert front == ['aa_00000', 'aa_00001', 'aa_00002', 'aa_00004']
+
+
+def test_trials_csv_has_a_column_per_declared_component_metric_and_cumulative_compute(built_experiment):
+    import csv
+
+    records = load_records(built_experiment, 'bbox_mAP', 'max')
+    write_trials_csv(records, built_experiment / 'trials.csv', 'bbox_mAP')
+    with open(built_experiment / 'trials.csv') as handle:
+        rows = list(csv.DictReader(handle))
+    header = list(rows[0])
+    # what the components declared, in their declaration order; Tune's bookkeeping is no component metric
+    assert header[header.index('seed_tag') + 1:-1] == [
+        'dbf_trained', 'dhead_gflops_avg', 'dhead_gflops_min', 'dhead_gflops_max', 'dhead_gflops_full',
+        'drcnn_iou_thr', 'drcnn_beta', 'drcnn_num_updates', 'dyra_train_sf_mean', 'dyra_train_sf_std']
+    assert 'timestamp' not in header and 'time_this_iter_s' not in header and 'train_seconds' not in header
+    last = {r['trial_id']: r for r in rows}['aa_00001']
+    assert float(last['compute_seconds']) == 60.0  # the trial's compute over its 3 epochs, not one epoch's
+    # the failed trial declared nothing (it stored no component_metrics.json): empty cells, no error
+    assert {r['trial_id']: r for r in rows}['aa_00009']['dbf_trained'] == ''
 
 
 def test_pareto_front_on_hand_made_points():
@@ -124,26 +140,44 @@ def test_pareto_front_on_hand_made_points():
 
 def _record(trial_id, params, best, status='completed'):
     return TrialRecord(trial_id=trial_id, status=status, params=params, epochs=2, final=best, best=best, best_epoch=2,
-                       train_seconds=1.0, total_seconds=1.0, path='/nonexistent')
+                       compute_seconds=1.0, total_seconds=1.0, path='/nonexistent')
 
 
-def test_importance_is_skipped_with_too_few_trials_or_nothing_varying():
-    two = [_record('a', {'lr': 0.01}, 0.1), _record('b', {'lr': 0.02}, 0.2), _record('c', {'lr': 0.03}, None),
-           _record('d', {'lr': 0.04}, 0.3, status='failed')]
-    importances, note = param_importance(two, {}, 'max')
-    assert importances is None and 'at least 3' in note and 'has 2' in note
-    constant = [_record(str(i), {'lr': 0.01, 'epochs': 2}, 0.1 * i) for i in range(4)]
+def _decided_by_lr(count):
+    """``count`` finished trials whose score is their learning rate, with a second parameter that decides nothing."""
+    return [_record(f'{i:05d}', {'lr': 0.001 * (i + 1), 'noise': (7 * i) % 3}, 0.001 * (i + 1)) for i in range(count)]
+
+
+def test_importance_is_not_estimated_below_the_documented_number_of_finished_trials():
+    unfinished = [_record('r', {'lr': 0.5, 'noise': 1}, 0.3, status='running'), _record('f', {'lr': 0.6, 'noise': 2},
+                  0.4, status='failed'), _record('n', {'lr': 0.7, 'noise': 0}, None)]  # none of these counts
+    importances, note = param_importance(_decided_by_lr(MIN_IMPORTANCE_TRIALS - 1) + unfinished, {}, 'max')
+    assert importances is None
+    assert note.startswith(f'not estimated yet: importance needs at least {MIN_IMPORTANCE_TRIALS} finished trials')
+    assert f'has {MIN_IMPORTANCE_TRIALS - 1};' in note
+    importances, note = param_importance(_decided_by_lr(MIN_IMPORTANCE_TRIALS) + unfinished, {}, 'max')
+    assert note == '' and max(importances, key=importances.get) == 'lr'
+
+
+def test_the_threshold_is_the_one_docs_report_md_documents():
+    assert f'fewer than {MIN_IMPORTANCE_TRIALS} such trials' in (REPO / 'docs' / 'report.md').read_text()
+
+
+def test_importance_is_skipped_when_nothing_varies_or_every_score_is_equal():
+    constant = [_record(str(i), {'lr': 0.01, 'epochs': 2}, 0.1 * i) for i in range(MIN_IMPORTANCE_TRIALS)]
     importances, note = param_importance(constant, {}, 'max')
     assert importances is None and 'more than one value' in note
-    same_score = [_record(str(i), {'lr': 0.01 * (i + 1)}, 0.0) for i in range(4)]
+    same_score = [_record(str(i), {'lr': 0.01 * (i + 1)}, 0.0) for i in range(MIN_IMPORTANCE_TRIALS)]
     importances, note = param_importance(same_score, {}, 'max')
     assert importances is None and note.startswith('skipped: Optuna could not evaluate importance')
 
 
 def test_importance_ranks_the_parameter_that_decides_the_score():
+    draws = [(0.001, 3, 64), (0.01, 1, 96), (0.02, 2, 64), (0.03, 3, 96), (0.005, 2, 96), (0.015, 1, 64),
+             (0.002, 1, 96), (0.04, 2, 64), (0.008, 3, 64), (0.025, 1, 96), (0.012, 2, 96), (0.05, 3, 64)]
+    assert len(draws) >= MIN_IMPORTANCE_TRIALS
     records = [_record(str(i), {'lr': lr, 'noise': noise, 'scale': [s, s]}, 10 * lr)
-               for i, (lr, noise, s) in enumerate([(0.001, 3, 64), (0.01, 1, 96), (0.02, 2, 64), (0.03, 3, 96),
-                                                    (0.005, 2, 96), (0.015, 1, 64)])]
+               for i, (lr, noise, s) in enumerate(draws)]
     space = {'lr': Distribution('loguniform', (0.001, 0.1)), 'noise': Distribution('int', (1, 3)),
              'scale': Distribution('choice', ((64, 64), (96, 96), (128, 128)))}
     importances, note = param_importance(records, space, 'max')

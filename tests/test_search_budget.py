@@ -21,6 +21,7 @@ def test_the_stopper_sums_each_trials_latest_time():
     assert stopper.stop_all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('one_at_a_time, expected', [
     # 2 CPUs a trial on the session's 2: the second trial waits, created but never started
     ('cpus_per_trial=2', [('stopped', 1), ('not started', 0)]),
@@ -32,7 +33,7 @@ def test_a_search_ends_at_its_budget(ray_session, tmp_path, one_at_a_time, expec
     space_file.write_text(SPACE)
     # Smoke trials are 2 epochs each; a 1 s budget is used up by the first epoch reported, while the
     # second trial is still waiting for its turn.
-    spec, summary = run_search_for_test([f'space={space_file}', 'smoke=true', 'search_budget_s=1', 'scheduler=fifo',
+    spec, summary = run_search_for_test([f'space={space_file}', 'smoke=true', 'search_budget_s=1', 'scheduler=fifo', 'reference=false',
                                          one_at_a_time, 'experiment.name=budget'], tmp_path)
     assert spec.space.name == 'my_space'
     saved = yaml.safe_load((spec.experiment_path / 'search_config.yaml').read_text())
