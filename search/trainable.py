@@ -82,7 +82,7 @@ def train_mmdet(cfg, work_dir: Path, checkpoint=None) -> None:
         with checkpoint.as_directory() as folder:
             shutil.copyfile(Path(folder) / CHECKPOINT_FILE, resume_copy)
         cfg.resume_from = str(resume_copy)
-    _without_epoch_sleeps()
+    skip_epoch_sleeps()
     set_random_seed(cfg.seed, deterministic=False)
     model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
     model.init_weights()
@@ -96,7 +96,7 @@ def train_mmdet(cfg, work_dir: Path, checkpoint=None) -> None:
             shutil.rmtree(resume_copy.parent, ignore_errors=True)
 
 
-def _without_epoch_sleeps() -> None:
+def skip_epoch_sleeps() -> None:
     """Drop the sleeps of mmcv's ``EpochBasedRunner`` in this trial's process.
 
     It sleeps 2 s at the start of every epoch and 1 s at the end of ``run``, against deadlocks of

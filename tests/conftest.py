@@ -25,14 +25,14 @@ def shared_dataset():
 
 @pytest.fixture(autouse=True)
 def _no_mmcv_epoch_sleeps(monkeypatch):
-    """Skip the sleeps of mmcv's EpochBasedRunner in this process: 2 s at each epoch's start and 1 s at the end
-    of ``run``, guards for distributed data loaders. Toy runners of a few iterations spent most of their time
-    there. (Trials skip them too: search/trainable.py.)"""
-    from types import SimpleNamespace
-
+    """Skip the sleeps of mmcv's EpochBasedRunner in this process, as trials do (search.trainable.skip_epoch_sleeps):
+    toy runners of a few iterations spent most of their time there. monkeypatch puts the module's ``time`` back."""
     from mmcv.runner import epoch_based_runner
 
-    monkeypatch.setattr(epoch_based_runner, 'time', SimpleNamespace(sleep=lambda seconds: None))
+    from search.trainable import skip_epoch_sleeps
+
+    monkeypatch.setattr(epoch_based_runner, 'time', epoch_based_runner.time)
+    skip_epoch_sleeps()
 
 
 def pytest_collection_modifyitems(config, items):

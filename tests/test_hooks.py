@@ -10,6 +10,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,17 +23,9 @@ import search.hooks  # noqa: F401  (registers the search's hooks)
 from search.files import CHECKPOINT_FILE
 from search.hooks import REPORT_PRIORITY, TENSORBOARD_PRIORITY
 from search.metrics import COCO_METRICS
+from search.trainable import skip_epoch_sleeps
 
 SAMPLES, BATCH = 8, 2  # 4 iterations per epoch
-
-
-def skip_mmcv_sleeps():
-    """In a Tune worker, what conftest's autouse fixture does in the test process: no 2 s sleep per epoch."""
-    from types import SimpleNamespace
-
-    from mmcv.runner import epoch_based_runner
-
-    epoch_based_runner.time = SimpleNamespace(sleep=lambda seconds: None)
 
 
 class ToyData(Dataset):
@@ -156,6 +149,22 @@ def test_priorities_order_the_hooks_as_search_hooks_documents(tmp_path):
     # before the logger clears it from the log buffer.
     chain = ['EpochCostHook', 'EvalHook', 'TrialTensorboardHook', 'TuneReportHook', 'TextLoggerHook']
     assert [position(n) for n in chain] == sorted(position(n) for n in chain), names
+
+
+def test_trials_skip_the_runners_epoch_transition_sleeps(tmp_path, monkeypatch):
+    """mmcv's runner sleeps 2 s before each epoch and 1 s after ``run``, guards for distributed data loaders;
+    a trial trains in one process, and ``skip_epoch_sleeps`` drops them there."""
+    from mmcv.runner import epoch_based_runner
+
+    slept = []
+    monkeypatch.setattr(epoch_based_runner, 'time', SimpleNamespace(sleep=slept.append))  # the runner as shipped
+    run(make_runner(tmp_path / 'shipped', [], max_epochs=2))
+    assert slept == [2, 2, 1]
+
+    slept.clear()
+    skip_epoch_sleeps()
+    run(make_runner(tmp_path / 'trial', [], max_epochs=2))
+    assert slept == []
 
 
 def test_epoch_cost_hook_times_training_without_evaluation_and_sums_compute(tmp_path):
@@ -291,7 +300,7 @@ def toy_trial(config):
 
     import search.hooks  # noqa: F401
 
-    skip_mmcv_sleeps()  # this worker process runs toy trials only
+    skip_epoch_sleeps()  # what train_mmdet does in a trial's process
     from dyncomponents.protocol import MetricSpec, declare
 
     class DeclaredToyModel(ToyModel):  # a model module in the protocol
