@@ -193,9 +193,15 @@ def test_sigterm_and_sigint_end_130_143_with_the_resume_command_which_finishes_t
     resume = [sys.executable, *shlex.split(command)[1:]]
     code, lines = _interrupt(resume, folder, signal.SIGINT)
     assert code == 130, lines[-20:]
-    # Under load the SIGINT can land between the first trial's last result and Tune marking it finished
-    # (and before the second trial exists): 0 finished and 1 unfinished is then the truth.
-    assert re.match(r'dyntune: interrupted by SIGINT: trials finished: [01], unfinished: [01]; ', lines[-1]), lines[-1]
+    # Where the signal lands depends on the machine's load: between a trial's last result and Tune marking it
+    # finished (0 finished, 1 unfinished), during the second trial (1, 1), or after Tune took the second
+    # trial's last result too (2, 0; seen in a full-suite run). Each count must be the truth of that moment.
+    ending = re.match(r'dyntune: interrupted by SIGINT: trials finished: (\d), unfinished: (\d); ', lines[-1])
+    assert ending, lines[-1]
+    finished, unfinished = map(int, ending.groups())
+    assert finished + unfinished <= 2, lines[-1]
+    trained = [p for p in folder.glob('trial_*/result.json') if len(p.read_text().splitlines()) == 2]
+    assert finished <= len(trained), lines[-1]  # a trial counted finished reported both its epochs
     assert lines[-1].endswith(f'resume with: {command}')
     assert json.loads((folder / 'summary.json').read_text())['partial_reason'] == 'interrupted by SIGINT'
 
