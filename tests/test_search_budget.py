@@ -39,5 +39,6 @@ def test_a_search_ends_at_its_budget(ray_session, tmp_path, one_at_a_time, expec
     saved = yaml.safe_load((spec.experiment_path / 'search_config.yaml').read_text())
     assert saved['space'] == str(space_file) and saved['search_budget_s'] == 1
     records = load_records(spec.experiment_path, 'bbox_mAP', 'max')
-    assert [(r.status, r.epochs) for r in records] == expected
+    # Which of two waiting trials Tune starts first is its own choice (a full make test saw the second go first).
+    assert sorted((r.status, r.epochs) for r in records) == sorted(expected)
     assert summary['num_not_started'] == len(expected) - 1
