@@ -61,7 +61,8 @@ def _fit_and_end(spec: SearchSpec, trial_spec, tuner, started: float) -> dict:
         _fit(tuner)
         stop.tune_run_ended()
         store.pull()  # an experiment in a URI: the result code reads a local copy (search/storage.py)
-        summary = export_experiment(spec.experiment_path, wall_seconds=time.time() - started, partial=stop.reason)
+        summary = export_experiment(spec.experiment_path, wall_seconds=time.time() - started, partial=stop.reason,
+                                    fetch=store.fetch)
         if spec.finalize_top_k and stop.signum is None and summary['best'] is not None:
             summary = _finalize(spec, trial_spec, summary, started, stop)
         if spec.test_ann and stop.signum is None and summary['best'] is not None:
@@ -187,10 +188,10 @@ def _evaluate_on_test(spec: SearchSpec, trial_spec) -> dict:
     runs = {'best': (str(experiment / 'best' / 'best_config.py'), str(experiment / 'best' / 'best.pth'))}
     reference = reference_record(load_records(experiment, spec.metric, spec.mode))
     if reference is not None and reference.best_checkpoint:
-        runs['reference'] = (str(Path(reference.path) / TRIAL_CONFIG), reference.best_checkpoint)
+        runs['reference'] = (str(Path(reference.path) / TRIAL_CONFIG), str(spec.store.fetch(reference.best_checkpoint)))
     for row in (read_summary(experiment).get('finalize') or []):
         if row.get('checkpoint'):
-            runs[f"finalist {row['index']}"] = (row['config'], row['checkpoint'])
+            runs[f"finalist {row['index']}"] = (row['config'], str(spec.store.fetch(row['checkpoint'])))
     print(f'DynTune: evaluating {", ".join(runs)} once on the test split {spec.test_ann}', flush=True)
     metrics = evaluate_on_test(runs, spec.test_ann, trial_spec.cpus_per_trial, trial_spec.gpus_per_trial)
     test = {'ann_file': spec.test_ann, **{name: metrics.get(name, {'error': 'no checkpoint'}) for name in runs}}
@@ -259,7 +260,8 @@ def _finalize(spec: SearchSpec, trial_spec, summary: dict, started: float, stop)
                                          verbose=spec.ray.verbose, callbacks=_result_loggers())))
     stop.tune_run_ended()
     spec.store.pull()
-    return export_finalists(spec.experiment_path, finalists, wall_seconds=time.time() - started, partial=stop.reason)
+    return export_finalists(spec.experiment_path, finalists, wall_seconds=time.time() - started, partial=stop.reason,
+                            fetch=spec.store.fetch)
 
 
 def _finalize_storage(store) -> dict:

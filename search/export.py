@@ -29,10 +29,12 @@ from search.spec import objectives_and_modes
 
 
 
-def export_trial(record: TrialRecord, out: Path, metric: str, partial: str | None = None) -> Path:
+def export_trial(record: TrialRecord, out: Path, metric: str, partial: str | None = None, fetch=Path) -> Path:
     """Write best_config.py, best_params.yaml and best.pth of ``record`` into ``out``.
 
     ``partial``: why the search is unfinished; the files' headers then say the best is of partial results.
+    ``fetch``: the local file of a stored path (``ExperimentStore.fetch`` for an experiment in a URI, whose
+    checkpoints stay in the storage until read).
     """
     from mmcv import Config
 
@@ -52,17 +54,19 @@ def export_trial(record: TrialRecord, out: Path, metric: str, partial: str | Non
         f'# best.pth beside it holds the trained weights.\n' + cfg.pretty_text)
     (out / 'best_params.yaml').write_text(f'# {origin}\n' + yaml.safe_dump(record.params, sort_keys=True))
     if record.best_checkpoint:
-        shutil.copyfile(record.best_checkpoint, out / 'best.pth')
+        shutil.copyfile(fetch(record.best_checkpoint), out / 'best.pth')
     return out
 
 
-def export_experiment(experiment: Path, wall_seconds: float | None = None, partial: str | None = None) -> dict:
+def export_experiment(experiment: Path, wall_seconds: float | None = None, partial: str | None = None,
+                      fetch=Path) -> dict:
     """Write trials.csv, summary.json and best/ for an experiment folder; return the summary.
 
     ``partial`` says why the search did not finish (``'interrupted by SIGINT'``); without it the
     results count as partial when a trial was still running (a trial that ``search_budget_s`` kept
     from starting is not unfinished: the search ended as asked). Partial results
-    say so in summary.json (``partial``, ``partial_reason``) and in best/'s file headers.
+    say so in summary.json (``partial``, ``partial_reason``) and in best/'s file headers. ``fetch``: as in
+    :func:`export_trial`.
     """
     experiment = Path(experiment).resolve()
     config = read_search_config(experiment)
@@ -85,12 +89,16 @@ def export_experiment(experiment: Path, wall_seconds: float | None = None, parti
                             partial=partial)
     best = best_record(records, mode)
     if best is not None:
-        export_trial(best, experiment / 'best', metric, partial=partial)
+        export_trial(best, experiment / 'best', metric, partial=partial, fetch=fetch)
     return summary
 
 
-def export_finalists(experiment: Path, finalists: list[dict], wall_seconds: float, partial: str | None = None) -> dict:
-    """Summarise the finalize/ re-trainings (mean and spread per configuration) and export the best mean."""
+def export_finalists(experiment: Path, finalists: list[dict], wall_seconds: float, partial: str | None = None,
+                     fetch=Path) -> dict:
+    """Summarise the finalize/ re-trainings (mean and spread per configuration) and export the best mean.
+
+    ``fetch``: as in :func:`export_trial`.
+    """
     import statistics
 
     config = read_search_config(experiment)
@@ -107,13 +115,13 @@ def export_finalists(experiment: Path, finalists: list[dict], wall_seconds: floa
                          config=str(Path(top.path) / TRIAL_CONFIG) if top else None,
                          checkpoint=top.best_checkpoint if top else None))
     scored = [row for row in rows if row['mean'] is not None]
-    summary = export_experiment(experiment, wall_seconds=wall_seconds, partial=partial)
+    summary = export_experiment(experiment, wall_seconds=wall_seconds, partial=partial, fetch=fetch)
     summary['finalize'] = [{k: v for k, v in row.items() if k != 'runs'} for row in rows]
     if scored:
         winner = (max if mode == 'max' else min)(scored, key=lambda row: row['mean'])
         run = best_record(winner['runs'], mode)
         run.params = dict(winner['params'])
-        export_trial(run, experiment / 'best', metric, partial=partial)
+        export_trial(run, experiment / 'best', metric, partial=partial, fetch=fetch)
         summary['best'] = {'trial_id': run.trial_id, 'params': winner['params'], metric: winner['mean'],
                            f'{metric}_std': winner['std'], 'epoch': run.best_epoch, 'seeds': winner['seeds']}
         summary.pop('gain', None)
@@ -142,7 +150,7 @@ def main(argv=None) -> int:
         store = open_experiment(args.experiment)  # a URI: a local copy, the results uploaded back
         experiment = store.local
         if not args.trial:
-            summary = export_experiment(experiment)
+            summary = export_experiment(experiment, fetch=store.fetch)
             store.push(*RESULT_FILES)
             if summary['best'] is None:  # nothing was written into best/: say why, name no folder
                 from search.endings import EXIT_NO_SCORE, no_score_line
@@ -157,7 +165,8 @@ def main(argv=None) -> int:
         records = {r.trial_id: r for r in load_records(experiment, metric, config['mode'])}
         if args.trial not in records:
             raise UsageError(f"no trial '{args.trial}' in {experiment}: choose one of {', '.join(records)}")
-        out = export_trial(records[args.trial], args.out or experiment / f'trial-{args.trial}', metric)
+        out = export_trial(records[args.trial], args.out or experiment / f'trial-{args.trial}', metric,
+                           fetch=store.fetch)
         if args.out is None and store.remote:
             store.push(out.name)
             out = join_uri(store.display, out.name)

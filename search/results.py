@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from search.errors import UsageError, is_number
-from search.storage import source_of
+from search.storage import is_stored_file, source_of
 from search.files import (CHECKPOINT_FILE, COMPONENT_METRICS_FILE, DEFERRED_STOPS_FILE, REFERENCE_KEY, SPEC_FILE,
                           TEST_FILE, TRIAL_CONFIG)
 
@@ -357,9 +357,12 @@ def gains(summary: dict, metric: str) -> dict:
 
 
 def _best_checkpoint(trial_path: Path, rows: list[dict], metric: str, mode: str) -> str | None:
-    """The kept checkpoint (Tune deletes beyond ``num_to_keep``) of the result with the best ``metric``."""
+    """The kept checkpoint (Tune deletes beyond ``num_to_keep``) of the result with the best ``metric``.
+
+    In an experiment pulled from a URI the file may still be in the storage (``ExperimentStore.fetch``).
+    """
     kept = [r for r in rows if isinstance(r.get('checkpoint_dir_name'), str)
-            and (trial_path / r['checkpoint_dir_name'] / CHECKPOINT_FILE).is_file()]
+            and is_stored_file(trial_path / r['checkpoint_dir_name'] / CHECKPOINT_FILE)]
     if not kept:
         return None
     scored = [r for r in kept if is_number(r.get(metric))] or kept

@@ -11,7 +11,10 @@ DynTune reads and writes its own files beside them.
 The result code (search/results.py, export.py, report.py) reads plain folders. For an experiment in
 a URI it runs on a local cache: :meth:`ExperimentStore.pull` downloads the experiment folder into
 ``$DYNTUNE_CACHE`` (default ``~/.cache/dyntune/experiments``; only files that changed), and
-:meth:`ExperimentStore.push` uploads what the tools wrote back. For a local folder both are no-ops and
+:meth:`ExperimentStore.push` uploads what the tools wrote back. Checkpoints stay in the storage, each
+marked by an empty ``<file>.in-storage`` in the cache (:func:`is_stored_file`), and
+:meth:`ExperimentStore.fetch` downloads one when a tool reads it: the tools read the best trial's and the
+reference's, not every one Tune keeps. For a local folder both are no-ops and
 :attr:`ExperimentStore.local` is the folder itself.
 """
 from __future__ import annotations
@@ -24,6 +27,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 CACHE_ENV = 'DYNTUNE_CACHE'
 SOURCE_FILE = 'source-uri.txt'  # beside a cached experiment: the URI it is a copy of
+CHECKPOINT_FOLDER_PREFIX = 'checkpoint_'  # Tune's checkpoint folders inside a trial's folder
+IN_STORAGE_SUFFIX = '.in-storage'  # beside a file pull() left in the storage: it exists there, not here
 
 
 def is_uri(where) -> bool:
@@ -182,8 +187,9 @@ class ExperimentStore:
     def pull(self, skip: tuple[str, ...] = ()) -> Path:
         """Bring :attr:`local` up to date with the storage and return it (a no-op for a local folder).
 
-        Only files whose size or modification time differs are downloaded;
-        files gone from the storage are removed from the cache. ``skip``: top-level names not to fetch.
+        Only files whose size or modification time differs are downloaded; files gone from the storage
+        are removed from the cache. A checkpoint not fetched before stays in the storage, marked by
+        ``<file>.in-storage``; :meth:`fetch` downloads it. ``skip``: top-level names not to fetch.
         """
         if not self.remote:
             return self.local
@@ -199,25 +205,47 @@ class ExperimentStore:
             rel = posixpath.relpath(info.path, self.path)
             if rel.split('/', 1)[0] in skip:
                 continue
-            wanted.add(rel)
             target = self.local / rel
+            if _in_checkpoint_folder(rel) and not target.is_file():
+                wanted.add(rel + IN_STORAGE_SUFFIX)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.with_name(target.name + IN_STORAGE_SUFFIX).touch()
+                continue
+            wanted.add(rel)
             # Size and modification time: a rewritten summary.json or experiment state can keep its size.
             remote_mtime = info.mtime_ns
             if (target.is_file() and target.stat().st_size == info.size
                     and (remote_mtime is None or target.stat().st_mtime_ns == remote_mtime)):
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + '.download')
-            pyarrow.fs.copy_files(info.path, str(partial), source_filesystem=self.fs,
-                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
-            if remote_mtime is not None:
-                os.utime(partial, ns=(remote_mtime, remote_mtime))
-            os.replace(partial, target)
+            self._download(info, target)
         for old in [p for p in self.local.rglob('*') if p.is_file()]:
             rel = old.relative_to(self.local).as_posix()
             if rel not in wanted and rel.split('/', 1)[0] not in skip:
                 old.unlink()  # e.g. a checkpoint Tune deleted beyond num_to_keep
         return self.local
+
+    def fetch(self, local) -> Path:
+        """The file ``local`` of :attr:`local`, downloaded first if :meth:`pull` left it in the storage."""
+        local = Path(local)
+        marker = local.with_name(local.name + IN_STORAGE_SUFFIX)
+        if local.is_file() or not self.remote or not marker.is_file():
+            return local
+        rel = local.resolve().relative_to(self.local.resolve()).as_posix()
+        self._download(self.fs.get_file_info(self._fs_path(rel)), local)
+        marker.unlink()
+        return local
+
+    def _download(self, info, target: Path) -> None:
+        """Copy the storage's file ``info`` (a pyarrow FileInfo) to ``target`` with its modification time."""
+        import pyarrow.fs
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + '.download')
+        pyarrow.fs.copy_files(info.path, str(partial), source_filesystem=self.fs,
+                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+        if info.mtime_ns is not None:
+            os.utime(partial, ns=(info.mtime_ns, info.mtime_ns))
+        os.replace(partial, target)
 
     def push(self, *names: str) -> None:
         """Upload these files or folders of :attr:`local` (those that exist) to the storage; no-op when local.
@@ -240,6 +268,16 @@ class ExperimentStore:
             elif source.is_file():
                 self.fs.create_dir(posixpath.dirname(target), recursive=True)
                 pyarrow.fs.copy_files(str(source), target, source_filesystem=local_fs, destination_filesystem=self.fs)
+
+
+def is_stored_file(local) -> bool:
+    """Whether ``local`` is a file of the experiment: here, or a checkpoint that ``pull`` left in the storage."""
+    local = Path(local)
+    return local.is_file() or local.with_name(local.name + IN_STORAGE_SUFFIX).is_file()
+
+
+def _in_checkpoint_folder(rel: str) -> bool:
+    return any(part.startswith(CHECKPOINT_FOLDER_PREFIX) for part in rel.split('/')[:-1])
 
 
 def open_experiment(where) -> ExperimentStore:

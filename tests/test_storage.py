@@ -11,7 +11,7 @@ import pytest
 from search.endings import resume_command
 from search.errors import UsageError
 from search.nodes import first_unreadable, input_paths
-from search.storage import ExperimentStore, join_uri, parent_and_name, source_of
+from search.storage import ExperimentStore, is_stored_file, join_uri, parent_and_name, source_of
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_pull_mirrors_the_storage_and_push_replaces_what_the_tools_wrote(bucket,
     bucket.write_text('report/old.png', 'png')
     local = bucket.pull()
     assert local.is_relative_to(tmp_path / 'cache') and local.name == 'exp'
-    assert (local / 'trial_1' / 'checkpoint_000000' / 'checkpoint.pth').read_text() == 'weights'
+    assert bucket.fetch(local / 'trial_1' / 'checkpoint_000000' / 'checkpoint.pth').read_text() == 'weights'
 
     bucket.write_text('trial_1/result.json', '{"epoch": 1}\n{"epoch": 2}\n')
     bucket.fs.delete_dir('bucket/runs/exp/trial_1/checkpoint_000000')  # Tune dropped it (num_to_keep)
@@ -77,7 +77,7 @@ def test_pull_mirrors_the_storage_and_push_replaces_what_the_tools_wrote(bucket,
     bucket.pull()
     assert len((local / 'trial_1' / 'result.json').read_text().splitlines()) == 2
     assert not (local / 'trial_1' / 'checkpoint_000000').joinpath('checkpoint.pth').exists()
-    assert (local / 'trial_1' / 'checkpoint_000001' / 'checkpoint.pth').read_text() == 'weights2'
+    assert bucket.fetch(local / 'trial_1' / 'checkpoint_000001' / 'checkpoint.pth').read_text() == 'weights2'
 
     (local / 'report' / 'old.png').unlink()
     (local / 'report' / 'new.png').write_text('png2')
@@ -91,12 +91,31 @@ def test_pull_mirrors_the_storage_and_push_replaces_what_the_tools_wrote(bucket,
 
 
 
+def test_checkpoints_stay_in_the_storage_until_a_tool_fetches_one(bucket):
+    """The tools read the best trial's and the reference's checkpoint, not every one Tune keeps."""
+    bucket.write_text('trial_1/result.json', '{"epoch": 1}\n')
+    bucket.write_text('trial_1/checkpoint_000000/checkpoint.pth', 'weights')
+    local = bucket.pull()
+    checkpoint = local / 'trial_1' / 'checkpoint_000000' / 'checkpoint.pth'
+    assert not checkpoint.exists() and is_stored_file(checkpoint)  # the results see it is kept
+    assert bucket.fetch(checkpoint) == checkpoint and checkpoint.read_text() == 'weights'
+    bucket.pull()
+    assert checkpoint.read_text() == 'weights' and not list(local.rglob('*.in-storage'))  # fetched: stays here
+
+    bucket.fs.delete_dir('bucket/runs/exp/trial_1/checkpoint_000000')  # Tune dropped it (num_to_keep)
+    bucket.write_text('trial_1/checkpoint_000001/checkpoint.pth', 'weights2')
+    bucket.pull()
+    kept = local / 'trial_1' / 'checkpoint_000001' / 'checkpoint.pth'
+    assert not is_stored_file(checkpoint) and is_stored_file(kept) and not kept.exists()
+
+
 def test_a_local_folder_is_its_own_view(tmp_path):
     store = ExperimentStore.from_uri(tmp_path / 'exp')
     assert not store.remote and store.local == tmp_path / 'exp' and store.pull() == tmp_path / 'exp'
     store.write_text('a/b.json', '{}')
     assert (tmp_path / 'exp' / 'a' / 'b.json').read_text() == '{}' and not list(tmp_path.rglob('*.partial'))
     store.push('a')  # nothing to upload
+    assert store.fetch(tmp_path / 'exp' / 'a' / 'b.json') == tmp_path / 'exp' / 'a' / 'b.json'
     assert store.tune_storage() == dict(storage_path=str(tmp_path))
     assert source_of(tmp_path / 'exp') == str(tmp_path / 'exp')
 

@@ -142,7 +142,9 @@ def _search_resume_export(client, env, tmp_path):
 
     report, local = _cluster_run(tmp_path, env, 'finish', [f'experiment.dir={uri}', 'experiment.name=s', 'resume=true',
                                                            'ray.verbose=0'], 2)
+    cached = sorted(Path(env['DYNTUNE_CACHE']).rglob('checkpoint.pth'))
     _remove(local)
+    assert len(cached) == 1, cached  # the best trial's, for best/best.pth: the others' stay in the bucket
     workers |= set(report['workers'])
     assert report['rc'] == 0, report
     assert f'-> {uri}/s/best' in report['out']
