@@ -178,13 +178,23 @@ def browse_the_actors_page(search: LiveSearch, folder: Path) -> dict:
         WebDriverWait(driver, 60).until(lambda d: 'Authentication Token Required' not in _body_text(d))
         alive = _wait(lambda: [a for a in search.trial_actors() if a['state'] == 'ALIVE'], 240,
                       'a running trial actor')
+        wanted = {a['repr_name'] for a in alive}
+
+        def every_alive_trial_listed(d):
+            # The page can render before the dashboard lists a trial the state API already has (seen in a full
+            # make test): reload until it lists them all.
+            listed = re.findall(r'train_trial_\w+', _body_text(d))
+            if wanted <= set(listed):
+                return listed
+            d.refresh()
+            return False
+
         driver.refresh()
-        names = WebDriverWait(driver, 90, poll_frequency=2).until(
-            lambda d: re.findall(r'train_trial_\w+', _body_text(d)))
+        names = WebDriverWait(driver, 90, poll_frequency=3).until(every_alive_trial_listed)
         driver.save_screenshot(str(folder / 'dashboard_actors.png'))
     finally:
         driver.quit()
-    return dict(prompt=prompt, alive={a['repr_name'] for a in alive}, names=set(names),
+    return dict(prompt=prompt, alive=wanted, names=set(names),
                 screenshot=folder / 'dashboard_actors.png')
 
 
