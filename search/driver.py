@@ -188,7 +188,8 @@ def _evaluate_on_test(spec: SearchSpec, trial_spec) -> dict:
     runs = {'best': (str(experiment / 'best' / 'best_config.py'), str(experiment / 'best' / 'best.pth'))}
     reference = reference_record(load_records(experiment, spec.metric, spec.mode))
     if reference is not None and reference.best_checkpoint:
-        runs['reference'] = (str(Path(reference.path) / TRIAL_CONFIG), str(spec.store.fetch(reference.best_checkpoint)))
+        checkpoint = spec.store.fetch(reference.best_checkpoint)  # a URI's checkpoints stay in it until read
+        runs['reference'] = (str(Path(reference.path) / TRIAL_CONFIG), str(checkpoint))
     for row in (read_summary(experiment).get('finalize') or []):
         if row.get('checkpoint'):
             runs[f"finalist {row['index']}"] = (row['config'], str(spec.store.fetch(row['checkpoint'])))
