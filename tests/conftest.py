@@ -54,6 +54,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def loopback_cluster_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess that runs a test's own Ray cluster on loopback (ray.cluster_utils.Cluster)
+    and drives a search on it. Without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 Ray rewrites a 127.0.0.1 address to
+    the machine's own IP before connecting (ray._private.services.resolve_ip_for_localhost); an inherited
+    RAY_ADDRESS would point the driver at another Ray."""
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER='0', **extra)
+    env.pop('RAY_ADDRESS', None)
+    return env
+
+
 @pytest.fixture(scope='session')
 def ray_session():
     """One local Ray runtime for the whole test session, on loopback, without the dashboard."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import loopback_cluster_env
 from search.endings import interrupted_line, no_score_line, resume_command
 from search.errors import UsageError
 from search.resources import check_trial_fits
@@ -136,7 +137,7 @@ def test_a_trial_larger_than_the_joined_cluster_is_one_line_exit_2_and_no_folder
     """Found only after connecting to ray.address (a 1-CPU cluster here), after Ray's own start-up log."""
     script = tmp_path / 'cluster.py'
     script.write_text(CLUSTER_SCRIPT)
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER='0')  # keep 127.0.0.1 (see test_cluster.py)
+    env = loopback_cluster_env()
     done = subprocess.run([sys.executable, str(script), str(REPO / 'search' / 'run.py'), str(tmp_path / 'exp')],
                           cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
     report = json.loads(done.stdout.strip().splitlines()[-1])

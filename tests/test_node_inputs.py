@@ -4,14 +4,14 @@ The second node runs in its own mount namespace (``unshare``) in which the datas
 under an empty tmpfs: the same machine, but that node really cannot read ``data.root``.
 """
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import free_port, loopback_cluster_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,12 +76,6 @@ finally:
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def _can_unshare(folder: Path) -> bool:
     if not shutil.which('unshare'):
         return False
@@ -104,9 +98,8 @@ def test_a_node_without_data_root_is_exit_2_and_one_line_naming_it(tmp_path):
     node_script.write_text(NODE_SCRIPT)
     overrides = ['space=baseline', 'smoke=true', 'scheduler=fifo', 'reference=false', 'dashboard=false',
                  'data=coco', f'data.root={data}', f'experiment.dir={tmp_path}', 'experiment.name=x']
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER='0')  # keep 127.0.0.1 (see test_cluster.py)
-    env.pop('RAY_ADDRESS', None)
-    done = subprocess.run([sys.executable, str(script), str(_free_port()), str(REPO / 'search' / 'run.py'), str(hidden),
+    env = loopback_cluster_env()
+    done = subprocess.run([sys.executable, str(script), str(free_port()), str(REPO / 'search' / 'run.py'), str(hidden),
                            str(node_script), json.dumps(overrides)], cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
     assert done.stdout.strip(), done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])

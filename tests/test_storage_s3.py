@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, loopback_cluster_env
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = 'dyntune-test'
@@ -63,10 +63,8 @@ def s3_server(tmp_path):
     port = free_port()
     server = subprocess.Popen([sys.executable, '-m', 'moto.server', '-H', '127.0.0.1', '-p', str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = dict(os.environ, AWS_ACCESS_KEY_ID='testing', AWS_SECRET_ACCESS_KEY='testing', AWS_DEFAULT_REGION='us-east-1',
-               AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', DYNTUNE_CACHE=str(tmp_path / 'cache'),
-               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER='0')  # keep 127.0.0.1 (see test_cluster.py)
-    env.pop('RAY_ADDRESS', None)
+    env = loopback_cluster_env(AWS_ACCESS_KEY_ID='testing', AWS_SECRET_ACCESS_KEY='testing', AWS_DEFAULT_REGION='us-east-1',
+                               AWS_ENDPOINT_URL=f'http://127.0.0.1:{port}', DYNTUNE_CACHE=str(tmp_path / 'cache'))
     try:
         import boto3
 
