@@ -170,8 +170,9 @@ def _interrupt(args: list[str], folder: Path, signum: int, timeout: float = 400.
 
 
 @pytest.mark.slow
-def test_sigterm_and_sigint_end_130_143_with_the_resume_command_which_finishes_the_search(tmp_path):
-    """One search: SIGTERM after its first result; resumed, SIGINT after the resumed run's first; resumed to the end."""
+def test_sigterm_ends_143_with_the_resume_command_which_finishes_the_search(tmp_path):
+    """SIGTERM after the search's first result; the printed command resumes it to the end. Ctrl-C (SIGINT, 130)
+    is the same ending through Tune's own handler: tests/test_storage_s3.py interrupts its search that way."""
     folder = tmp_path / 'i'
     start = [sys.executable, str(REPO / 'search' / 'run.py'), 'space=baseline', 'smoke=true', 'scheduler=fifo', 'reference=false',
              'max_concurrent_trials=1', *QUIET, f'experiment.dir={tmp_path}', 'experiment.name=i']
@@ -190,22 +191,7 @@ def test_sigterm_and_sigint_end_130_143_with_the_resume_command_which_finishes_t
     assert not any('best bbox_mAP' in line for line in lines)
     assert not any('Tuner.restore' in line for line in lines)  # Tune's own hint does not resume a DynTune search
 
-    # The printed command, as printed (with this interpreter); SIGINT after its first result.
-    resume = [sys.executable, *shlex.split(command)[1:]]
-    code, lines = _interrupt(resume, folder, signal.SIGINT)
-    assert code == 130, lines[-20:]
-    # Where the signal lands depends on the machine's load: between a trial's last result and Tune marking it
-    # finished (0 finished, 1 unfinished), during the second trial (1, 1), or after Tune took the second
-    # trial's last result too (2, 0; seen in a full-suite run). Each count must be the truth of that moment.
-    ending = re.match(r'dyntune: interrupted by SIGINT: trials finished: (\d), unfinished: (\d); ', lines[-1])
-    assert ending, lines[-1]
-    finished, unfinished = map(int, ending.groups())
-    assert finished + unfinished <= 2, lines[-1]
-    trained = [p for p in folder.glob('trial_*/result.json') if len(p.read_text().splitlines()) == 2]
-    assert finished <= len(trained), lines[-1]  # a trial counted finished reported both its epochs
-    assert lines[-1].endswith(f'resume with: {command}')
-    assert json.loads((folder / 'summary.json').read_text())['partial_reason'] == 'interrupted by SIGINT'
-
+    # The printed command resumes it to the end.
     done = run_cli(*shlex.split(lines[-1].split('resume with: ')[1])[2:])
     assert done.returncode == 0, done.stdout[-3000:]
     assert done.stdout.strip().splitlines()[-1].startswith('DynTune: 2 trials, best bbox_mAP = ')

@@ -134,8 +134,10 @@ def _search_resume_export(client, env, tmp_path):
     workers = set(report['workers'])
     assert report['rc'] == 130, report
     last = report['err'].strip().splitlines()[-1]
-    assert last.endswith(f'resume with: python search/run.py experiment.dir={uri} experiment.name=s resume=true'), last
-    assert json.loads(_text(client, prefix + 'summary.json'))['partial'] is True
+    assert last.startswith('dyntune: interrupted by SIGINT: ') and last.endswith(
+        f'resume with: python search/run.py experiment.dir={uri} experiment.name=s resume=true'), last
+    partial = json.loads(_text(client, prefix + 'summary.json'))
+    assert partial['partial'] is True and partial['partial_reason'] == 'interrupted by SIGINT'
     _remove(local)  # the head node is gone: nothing of the first run is left on any disk
 
     report, local = _cluster_run(tmp_path, env, 'finish', [f'experiment.dir={uri}', 'experiment.name=s', 'resume=true',
