@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import yaml
-from bench_overhead import REPO, load_average, start_search, wait
+from bench_overhead import REPO, add_output_arguments, load_average, start_search, wait
 from bench_search import add_subset_arguments, start_run
 
 SPACES = REPO / 'spaces'
@@ -110,8 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument('--rhos', type=int, nargs='+', default=[1, 2, 4])
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--only', nargs='+', choices=['dynamic_head', 'dynamic_rcnn', 'dbf', 'dyra'])
-    parser.add_argument('--work-dir', type=Path, default=REPO / 'experiments' / 'bench')
-    parser.add_argument('--out', type=Path, help='JSON of the figures (default: WORK_DIR/components-<time>.json)')
+    add_output_arguments(parser, 'components')
     parser.add_argument('overrides', nargs='*', help='more search overrides for every arm, e.g. train.img_scale=[480,270]')
     args = parser.parse_args(argv)
     root, out, data = start_run(args, 'components')

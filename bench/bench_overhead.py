@@ -97,6 +97,21 @@ def last_result(trial_dir: Path) -> dict:
     return json.loads((trial_dir / 'result.json').read_text().splitlines()[-1])
 
 
+def add_output_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
+    """Where a ``kind`` benchmark keeps its runs and writes its figures (see :func:`new_run`)."""
+    parser.add_argument('--work-dir', type=Path, default=REPO / 'experiments' / 'bench',
+                        help=f'folder of the runs (a new {kind}-<time> folder inside)')
+    parser.add_argument('--out', type=Path, help=f'JSON of the figures (default: WORK_DIR/{kind}-<time>.json)')
+
+
+def new_run(args: argparse.Namespace, kind: str) -> tuple[Path, Path]:
+    """(a new, empty run folder, the JSON path of its figures) of a ``kind`` benchmark."""
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    root = (args.work_dir / f'{kind}-{stamp}').resolve()
+    root.mkdir(parents=True)
+    return root, args.out or args.work_dir / f'{kind}-{stamp}.json'
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -109,15 +124,10 @@ def main(argv=None) -> int:
     parser.add_argument('--num-train', type=int, default=60)
     parser.add_argument('--num-val', type=int, default=20)
     parser.add_argument('--cpus-per-trial', type=int, default=1)
-    parser.add_argument('--work-dir', type=Path, default=REPO / 'experiments' / 'bench',
-                        help='folder of the runs (a new overhead-<time> folder inside)')
-    parser.add_argument('--out', type=Path, help='JSON of the figures (default: WORK_DIR/overhead-<time>.json)')
+    add_output_arguments(parser, 'overhead')
     args = parser.parse_args(argv)
 
-    stamp = time.strftime('%Y%m%d-%H%M%S')
-    root = (args.work_dir / f'overhead-{stamp}').resolve()
-    root.mkdir(parents=True)
-    out = args.out or args.work_dir / f'overhead-{stamp}.json'
+    root, out = new_run(args, 'overhead')
     overrides = [f'space={args.space}', 'scheduler=fifo', f'num_samples={args.num_samples}',
                  f'max_epochs={args.max_epochs}', f'data.num_train={args.num_train}', f'data.num_val={args.num_val}',
                  f'cpus_per_trial={args.cpus_per_trial}']

@@ -48,7 +48,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_overhead import REPO, load_average, start_search, wait
+from bench_overhead import REPO, add_output_arguments, load_average, new_run, start_search, wait
 
 STRATEGIES = {
     'random': ['scheduler=fifo', 'budget=epochs'],
@@ -74,10 +74,7 @@ def start_run(args: argparse.Namespace, kind: str) -> tuple[Path, Path, Path]:
     """(run folder, JSON path, subset dataset folder) of a new ``kind`` run; a missing dataset exits."""
     if not (args.data / 'annotations' / 'train.json').is_file():
         raise SystemExit(f'no COCO dataset at {args.data} (annotations/train.json): pass --data')
-    stamp = time.strftime('%Y%m%d-%H%M%S')
-    root = (args.work_dir / f'{kind}-{stamp}').resolve()
-    root.mkdir(parents=True)
-    out = args.out or args.work_dir / f'{kind}-{stamp}.json'
+    root, out = new_run(args, kind)
     from search.data.subset import write_subset
 
     try:
@@ -181,8 +178,7 @@ def main(argv=None) -> int:
     parser.add_argument('--seed', type=int, default=0, help='the seed of a single run (see --seeds)')
     parser.add_argument('--seeds', type=int, nargs='+', help='run every arm once per seed and report median and spread')
     parser.add_argument('--strategies', nargs='+', default=['random', 'asha', 'asha_cost'], choices=list(STRATEGIES))
-    parser.add_argument('--work-dir', type=Path, default=REPO / 'experiments' / 'bench')
-    parser.add_argument('--out', type=Path, help='JSON of the figures (default: WORK_DIR/search-<time>.json)')
+    add_output_arguments(parser, 'search')
     parser.add_argument('overrides', nargs='*', help='more search overrides for every search, e.g. train.img_scale=[480,270]')
     args = parser.parse_args(argv)
     seeds = args.seeds or [args.seed]

@@ -37,7 +37,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench_overhead import REPO, load_average, prepare_embedded, start_plain_mmdet, start_search, wait
+from bench_overhead import (REPO, add_output_arguments, load_average, new_run, prepare_embedded, start_plain_mmdet,
+                            start_search, wait)
 
 
 def iteration_times(work_dir: Path) -> list[float]:
@@ -102,14 +103,11 @@ def main(argv=None) -> int:
     parser.add_argument('--warmup', type=int, default=2, help='first log intervals (10 iterations each) left out')
     parser.add_argument('--repeats', type=int, default=3, help='ours/mmdet pairs, alternating; the median ratio is the figure')
     parser.add_argument('--side-by-side', action='store_true', help='start mmdet while the search trains')
-    parser.add_argument('--work-dir', type=Path, default=REPO / 'experiments' / 'bench')
-    parser.add_argument('--out', type=Path, help='JSON of the figures (default: WORK_DIR/trainable-<time>.json)')
+    add_output_arguments(parser, 'trainable')
     parser.add_argument('overrides', nargs='*', help='more search overrides, e.g. model=faster_rcnn')
     args = parser.parse_args(argv)
 
-    stamp = time.strftime('%Y%m%d-%H%M%S')
-    root = (args.work_dir / f'trainable-{stamp}').resolve()
-    out = args.out or args.work_dir / f'trainable-{stamp}.json'
+    root, out = new_run(args, 'trainable')
     overrides = [f'space={args.space}', 'scheduler=fifo', 'num_samples=1', 'max_epochs=1', 'cpus_per_trial=1',
                  f'data.num_train={args.num_train}', f'data.num_val={args.num_val}',
                  *args.overrides]

@@ -277,3 +277,22 @@ def test_dynamic_rcnn_switches_on_in_a_zoo_faster_rcnn(ray_session, bccd, tmp_pa
     assert cfg.model.roi_head.bbox_roi_extractor == zoo['bbox_roi_extractor']
     assert cfg.model.roi_head.bbox_head.loss_bbox.type == 'SmoothL1Loss'
     assert cfg.model.backbone.depth == 18
+
+
+@pytest.mark.slow
+def test_the_gain_benchmark_reads_a_search_as_its_summary_says(zoo_search, bccd, monkeypatch):
+    from search.data.coco_check import median_object_size
+
+    monkeypatch.syspath_prepend(str(REPO / 'bench'))
+    from bench_gain import outcome
+
+    _, summary, folder = zoo_search
+    figures = outcome(folder)
+    assert figures['reference']['validation'] == summary['reference']['bbox_mAP']
+    assert figures['reference']['test'] == summary['test']['reference']['bbox_mAP']
+    assert figures['reference']['compute_s'] > 0 and figures['best']['compute_s'] > 0
+    assert figures['best']['validation'] == summary['best']['bbox_mAP']
+    assert figures['best']['test'] == summary['test']['best']['bbox_mAP']
+    assert figures['best']['params'] == summary['best']['params'] and figures['gain'] == summary['gain']
+    assert figures['img_scale'] == (128, 128)  # train.img_scale on the command line, not the zoo's 1333x800
+    assert figures['median_object_px'] == round(median_object_size(bccd / 'annotations' / 'train.json', (128, 128)), 1)
