@@ -55,7 +55,7 @@ def outcome(experiment: Path) -> dict:
         metric=metric, trials=summary['num_trials'], wall_s=summary['wall_seconds'],
         trial_compute_s=summary['compute_seconds_sum'],
         reference=dict(validation=reference.best, test=(test.get('reference') or {}).get(metric),
-                       compute_s=reference.compute_seconds),
+                       compute_s=reference.compute_seconds, epochs=reference.epochs),
         best=dict(validation=best.get(metric), test=(test.get('best') or {}).get(metric),
                   compute_s=best_run.compute_seconds if best_run else None, params=best.get('params')),
         gain=summary.get('gain', {}),
