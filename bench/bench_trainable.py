@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from bench_overhead import (REPO, add_output_arguments, load_average, new_run, prepare_embedded, start_plain_mmdet,
+from bench_overhead import (add_output_arguments, load_average, new_run, prepare_embedded, start_plain_mmdet,
                             start_search, wait)
 
 

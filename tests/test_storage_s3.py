@@ -9,7 +9,6 @@ the local folders again export.py and report.py rebuild the results from the buc
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
